@@ -32,7 +32,11 @@ const ASCII_CHARS = {
  */
 export function renderTable(columns: Column[], rows: string[][]): string {
   const table = new Table({
-    head: columns.map((c) => ({ content: c.header, hAlign: c.align ?? "left" })),
+    // cli-table3 accepts cell objects in the head (its typings only admit strings).
+    head: columns.map((c) => ({
+      content: c.header,
+      hAlign: c.align ?? "left",
+    })) as unknown as string[],
     chars: ASCII_CHARS,
     style: { head: [], border: [], "padding-left": 1, "padding-right": 1, compact: true },
   });

@@ -1,0 +1,60 @@
+/** Messages between the data-path coordinator and its Workers (one per core, design D5). */
+import type { Backend } from "../repo/revision.ts";
+
+/** Where a revision's blocks live. */
+export type StoreRef =
+  | { backend: "cow"; image: string }
+  | { backend: "chunked"; chunks: string };
+
+export interface BackupBlock {
+  op: "backup";
+  offset: number;
+  length: number;
+  source: string;
+  store: StoreRef;
+  /** Parent's digest for this block; null = zero/absent; undefined = unknown (legacy). */
+  parentDigest?: Uint8Array | null;
+  /** Legacy parent image without index: hash its block to compare. */
+  parentImage?: string;
+}
+
+export type BlockKind = "zero" | "same" | "written" | "dedup";
+
+export interface BackupResult {
+  kind: BlockKind;
+  digest: Uint8Array | null;
+  /** Bytes that landed on disk (compressed size for chunks). */
+  stored: number;
+}
+
+export interface CheckBlock {
+  op: "check";
+  offset: number;
+  length: number;
+  store: StoreRef;
+  digest: Uint8Array | null;
+}
+
+export interface CheckResult {
+  ok: boolean;
+  reason?: string;
+}
+
+export interface ReadBlock {
+  op: "read";
+  offset: number;
+  length: number;
+  store: StoreRef;
+  /** null = all-zero block; undefined = legacy image without index (no hash to check). */
+  digest?: Uint8Array | null;
+  /** Write into this file at `offset` instead of returning the data. */
+  out?: { path: string; writeZeros: boolean };
+}
+
+export interface ReadResult {
+  data?: Uint8Array;
+  zero: boolean;
+}
+
+export type Request = BackupBlock | CheckBlock | ReadBlock | { op: "close" };
+export type Backends = Backend;

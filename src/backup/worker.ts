@@ -1,0 +1,166 @@
+/**
+ * Data-path Worker: positional reads into page-aligned buffers, zero detection, SHA-256,
+ * zstd, and writes into the store — so the coordinating thread never touches block data.
+ */
+import * as fs from "node:fs";
+import { createHash } from "node:crypto";
+import { alignedBuffer } from "../util/fs.ts";
+import { punchHole } from "../util/fallocate.ts";
+import { BLOCK_SIZE, hex, sameDigest } from "../repo/index_file.ts";
+import { readChunk, writeChunk } from "../store/chunkfile.ts";
+import type {
+  BackupBlock,
+  BackupResult,
+  CheckBlock,
+  CheckResult,
+  ReadBlock,
+  ReadResult,
+  Request,
+} from "./protocol.ts";
+
+const buf = alignedBuffer(BLOCK_SIZE);
+const buf2 = alignedBuffer(BLOCK_SIZE);
+const zeros = new Uint8Array(BLOCK_SIZE);
+const fds = new Map<string, number>();
+
+function fd(path: string, flags: "r" | "r+"): number {
+  const key = `${flags}:${path}`;
+  let f = fds.get(key);
+  if (f === undefined) {
+    f = fs.openSync(path, flags);
+    fds.set(key, f);
+  }
+  return f;
+}
+
+function preadFull(f: number, into: Uint8Array, length: number, offset: number): Uint8Array {
+  let got = 0;
+  while (got < length) {
+    const n = fs.readSync(f, into, got, length - got, offset + got);
+    if (n === 0) break; // short file: the rest reads as zeros
+    got += n;
+  }
+  if (got < length) into.fill(0, got, length);
+  return into.subarray(0, length);
+}
+
+function pwriteFull(f: number, data: Uint8Array, offset: number): void {
+  let done = 0;
+  while (done < data.length) {
+    done += fs.writeSync(f, data, done, data.length - done, offset + done);
+  }
+}
+
+export function isZero(data: Uint8Array): boolean {
+  const words = data.length >>> 3;
+  if (data.byteOffset % 8 === 0) {
+    const w = new BigUint64Array(data.buffer, data.byteOffset, words);
+    for (let i = 0; i < words; i++) if (w[i] !== 0n) return false;
+  } else {
+    for (let i = 0; i < words * 8; i++) if (data[i] !== 0) return false;
+  }
+  for (let i = words * 8; i < data.length; i++) if (data[i] !== 0) return false;
+  return true;
+}
+
+function sha256(data: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(data).digest());
+}
+
+function backup(m: BackupBlock): BackupResult {
+  const data = preadFull(fd(m.source, "r"), buf, m.length, m.offset);
+  if (isZero(data)) {
+    if (m.store.backend === "cow" && m.parentDigest !== null) {
+      // The clone carries the parent's data here: make it a hole again.
+      const t = fd(m.store.image, "r+");
+      if (!punchHole(t, m.offset, m.length)) pwriteFull(t, zeros.subarray(0, m.length), m.offset);
+    }
+    return { kind: "zero", digest: null, stored: 0 };
+  }
+  const digest = sha256(data);
+  let parent = m.parentDigest;
+  if (parent === undefined && m.parentImage) {
+    const old = preadFull(fd(m.parentImage, "r"), buf2, m.length, m.offset);
+    parent = isZero(old) ? null : sha256(old);
+  }
+  if (parent && sameDigest(parent, digest)) return { kind: "same", digest, stored: 0 };
+  if (m.store.backend === "cow") {
+    pwriteFull(fd(m.store.image, "r+"), data, m.offset);
+    return { kind: "written", digest, stored: m.length };
+  }
+  const stored = writeChunk(m.store.chunks, digest, data);
+  return { kind: stored ? "written" : "dedup", digest, stored };
+}
+
+function readStored(
+  m: { offset: number; length: number; store: ReadBlock["store"] },
+  digest: Uint8Array | null | undefined,
+): Uint8Array {
+  if (m.store.backend === "cow") return preadFull(fd(m.store.image, "r"), buf, m.length, m.offset);
+  if (!digest) return zeros.subarray(0, m.length);
+  return readChunk(m.store.chunks, digest, m.length);
+}
+
+function check(m: CheckBlock): CheckResult {
+  const data = readStored(m, m.digest);
+  if (m.digest === null) {
+    return isZero(data) ? { ok: true } : { ok: false, reason: "expected zeros, found data" };
+  }
+  const got = sha256(data);
+  if (!sameDigest(got, m.digest)) {
+    return {
+      ok: false,
+      reason: `stored ${hex(got).slice(0, 16)}…, source ${hex(m.digest).slice(0, 16)}…`,
+    };
+  }
+  return { ok: true };
+}
+
+function read(m: ReadBlock): ReadResult {
+  let data: Uint8Array;
+  let zero: boolean;
+  if (m.digest === null) {
+    data = zeros.subarray(0, m.length);
+    zero = true;
+  } else {
+    data = readStored(m, m.digest);
+    if (m.digest !== undefined && m.store.backend === "cow") {
+      const got = sha256(data);
+      if (!sameDigest(got, m.digest)) {
+        throw new Error(
+          `image ${m.store.image} is corrupt at offset ${m.offset}: block does not match its index`,
+        );
+      }
+      zero = false;
+    } else {
+      zero = m.digest === undefined ? isZero(data) : false;
+    }
+  }
+  if (m.out) {
+    if (!zero || m.out.writeZeros) pwriteFull(fd(m.out.path, "r+"), data, m.offset);
+    return { zero };
+  }
+  return { data: zero ? undefined : data.slice(), zero };
+}
+
+self.onmessage = (ev: MessageEvent<{ id: number; req: Request }>) => {
+  const { id, req } = ev.data;
+  try {
+    let result: unknown;
+    if (req.op === "backup") result = backup(req);
+    else if (req.op === "check") result = check(req);
+    else if (req.op === "read") result = read(req);
+    else {
+      for (const f of fds.values()) fs.closeSync(f);
+      fds.clear();
+      result = null;
+    }
+    const transfer = (result as ReadResult | null)?.data
+      ? [(result as ReadResult).data!.buffer]
+      : [];
+    self.postMessage({ id, result }, { transfer: transfer as Transferable[] });
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    self.postMessage({ id, error: err.message ?? String(e), code: err.code });
+  }
+};

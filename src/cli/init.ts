@@ -1,0 +1,57 @@
+/** `backy init [--backend cow|chunked] TYPE SOURCE` (spec 1.2, design D2). */
+import { join, resolve } from "node:path";
+import { BackyError, errorMessage } from "../util/errors.ts";
+import { exists, removeIfExists } from "../util/fs.ts";
+import { logger } from "../util/log.ts";
+import { run } from "../util/proc.ts";
+import { JobDir } from "../repo/jobdir.ts";
+import { SOURCE_TYPES, sourceFromCli, type SourceType } from "../repo/jobconfig.ts";
+import type { Backend } from "../repo/revision.ts";
+
+const log = logger("init");
+
+/** cow where the directory's filesystem can reflink, else chunked (design D2). */
+export async function probeBackend(dir: string): Promise<Backend> {
+  const a = join(dir, `.reflink-probe-${Deno.pid}`);
+  const b = `${a}.clone`;
+  try {
+    await Deno.writeFile(a, new Uint8Array(4096).fill(1));
+    const cp = Deno.env.get("BACKY_CP") ?? "cp";
+    const r = await run(cp, ["--reflink=always", a, b]);
+    return r.code === 0 ? "cow" : "chunked";
+  } finally {
+    await removeIfExists(a);
+    await removeIfExists(b);
+  }
+}
+
+export async function init(
+  dir: string,
+  type: string,
+  spec: string,
+  backend?: string,
+): Promise<{ backend: Backend }> {
+  if (!(SOURCE_TYPES as readonly string[]).includes(type)) {
+    throw new BackyError(`unknown source type '${type}' (known: ${SOURCE_TYPES.join(", ")})`);
+  }
+  if (backend !== undefined && backend !== "cow" && backend !== "chunked") {
+    throw new BackyError(`unknown backend '${backend}' (known: cow, chunked)`);
+  }
+  const source = sourceFromCli(type, spec);
+  const path = resolve(dir);
+  if (await exists(JobDir.configPath(path))) {
+    throw new BackyError(`${path} is already a job directory (config exists); not touching it`);
+  }
+  try {
+    await Deno.mkdir(path, { recursive: true });
+  } catch (e) {
+    throw new BackyError(`cannot create job directory ${path}: ${errorMessage(e)}`);
+  }
+  const chosen = (backend as Backend | undefined) ?? await probeBackend(path);
+  await JobDir.writeConfig(path, { type: type as SourceType, source, backend: chosen });
+  log.info("Initialized job", { dir: path, type, backend: chosen });
+  if (type === "file" && !(await exists(resolve(path, String(source.filename))))) {
+    log.warning("Source does not exist (yet)", { source: source.filename });
+  }
+  return { backend: chosen };
+}

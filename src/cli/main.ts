@@ -1,0 +1,165 @@
+/**
+ * The command line, 2.1-compatible (spec 1): `backy [-v] [-l LOGFILE] [-b DIR] COMMAND ...`.
+ * Exit codes (design D8): 0 success, 1 failure with `Error: <message>` on stderr.
+ */
+import { Command, CommanderError } from "@commander-js/extra-typings";
+import { resolve } from "node:path";
+import { BackyError, errorMessage } from "../util/errors.ts";
+import { logger, setupLogging, stopLogging } from "../util/log.ts";
+import { JobDir } from "../repo/jobdir.ts";
+import { resolveSpec } from "../repo/spec.ts";
+import { backup } from "../backup/backup.ts";
+import { restore } from "../backup/restore.ts";
+import { init } from "./init.ts";
+import { statusTable } from "./status.ts";
+import { print, printErr } from "./output.ts";
+
+export const VERSION = "3.0.0";
+
+/** Options of the whole program, given before the subcommand. */
+interface Globals {
+  verbose?: boolean;
+  logfile?: string;
+  backupdir: string;
+}
+
+/** Thrown by actions that have already printed their result and want a specific exit code. */
+export class ExitCode extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
+
+async function openJob(g: Globals): Promise<JobDir> {
+  return await JobDir.open(g.backupdir);
+}
+
+async function warnProblems(job: JobDir) {
+  const scan = await job.scan();
+  for (const p of scan.problems) printErr(`Warning: ignoring ${p}`);
+  return scan.revisions;
+}
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name("backy")
+    .description("Backup and restore for block devices.")
+    .version(VERSION, "--version")
+    .option("-v, --verbose", "log debug messages")
+    .option("-l, --logfile <file>", "log to FILE (reopened when rotated) instead of stdout")
+    .option("-b, --backupdir <dir>", "job directory", ".")
+    .enablePositionalOptions()
+    .exitOverride()
+    .showSuggestionAfterError(false)
+    .configureOutput({
+      writeOut: (s) => print(s.replace(/\n$/, "")),
+      writeErr: (s) => printErr(s.replace(/\n$/, "")),
+    })
+    .action(() => {
+      print(program.helpInformation());
+    });
+  const g = () => program.opts() as Globals;
+
+  program.command("init")
+    .description("create a job directory for a source")
+    .argument("<type>", "source type: file, ceph-rbd, flyingcircus")
+    .argument("<source>", "file: PATH; ceph-rbd: POOL/IMAGE; flyingcircus: POOL/IMAGE,VM[,TOKEN]")
+    .option("--backend <backend>", "storage backend: cow or chunked (default: probe for reflink)")
+    .action(async (type, source, opts) => {
+      await init(g().backupdir, type, source, opts.backend);
+    });
+
+  program.command("backup")
+    .description("create a new revision tagged with TAGS (comma-separated)")
+    .argument("<tags>", "comma-separated tags")
+    .action(async (tags) => {
+      const list = tags.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
+      if (list.length === 0) throw new BackyError("backup needs at least one tag");
+      await backup(await openJob(g()), list);
+    });
+
+  program.command("restore")
+    .description("write a revision to TARGET (file, block device, or - for stdout)")
+    .option("-r, --revision <spec>", "revision: number, ID, last, tag or ID prefix", "latest")
+    .option("-f, --force", "overwrite an existing non-empty file")
+    .argument("<target>", "file, block device, or -")
+    .action(async (target, opts) => {
+      const job = await openJob(g());
+      const rev = resolveSpec(await warnProblems(job), opts.revision, job.path);
+      await restore(job, rev, target, { force: !!opts.force });
+    });
+
+  program.command("find")
+    .description("print the path of a revision's image file")
+    .option("-r, --revision <spec>", "revision: number, ID, last, tag or ID prefix", "latest")
+    .action(async (opts) => {
+      const job = await openJob(g());
+      const rev = resolveSpec(await warnProblems(job), opts.revision, job.path);
+      if (rev.backend === "chunked") {
+        throw new BackyError(
+          `revision ${rev.id} is stored in the chunked backend and has no image file; ` +
+            `use 'backy restore -r ${rev.id} -' to stream it`,
+        );
+      }
+      print(job.imagePath(rev.id));
+    });
+
+  program.command("status")
+    .description("show the revisions of the job")
+    .action(async () => {
+      const job = await openJob(g());
+      print(statusTable(await warnProblems(job)).replace(/\n$/, ""));
+    });
+
+  return program;
+}
+
+/** Where console log records go: never into data or machine-read output on stdout. */
+function consoleFor(argv: string[]): "stdout" | "stderr" {
+  const cmd = argv.find((a) =>
+    !a.startsWith("-") && a !== argv[argv.indexOf("-l") + 1] &&
+    a !== argv[argv.indexOf("-b") + 1]
+  );
+  if (cmd === "backup" || cmd === "init" || cmd === "scheduler") {
+    return "stdout";
+  }
+  if (cmd === "restore" && argv.at(-1) !== "-") return "stdout";
+  return "stderr";
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  let logfile: string | undefined;
+  program.hook("preAction", (_this, action) => {
+    const opts = program.opts() as Globals;
+    opts.backupdir = resolve(opts.backupdir);
+    logfile = opts.logfile;
+    setupLogging({
+      verbose: !!opts.verbose,
+      logfile: opts.logfile,
+      console: consoleFor(argv),
+    });
+    if (logfile) logger().info(`$ backy ${argv.join(" ")}`);
+    void action;
+  });
+  const log = logger();
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    if (logfile) log.info("Backy operation complete.");
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.exitCode;
+    }
+    if (e instanceof ExitCode) return e.code;
+    printErr(`Error: ${errorMessage(e)}`);
+    if (!(e instanceof BackyError)) {
+      log.error("Unexpected error", { stack: (e as Error)?.stack ?? String(e) });
+      if ((program.opts() as Globals).verbose) printErr((e as Error)?.stack ?? "");
+    }
+    if (logfile) log.error("Backy operation failed.");
+    return 1;
+  } finally {
+    stopLogging();
+  }
+}

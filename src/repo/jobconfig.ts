@@ -1,0 +1,98 @@
+/**
+ * The job directory's `config` (spec 2.2): the source mapping with its `type`, plus the
+ * storage `backend` chosen at init and, when the scheduler wrote it, the job's `schedule`.
+ */
+import YAML from "yaml";
+import { BackyError, errorMessage } from "../util/errors.ts";
+import type { Backend } from "./revision.ts";
+
+export const SOURCE_TYPES = ["file", "ceph-rbd", "flyingcircus"] as const;
+export type SourceType = typeof SOURCE_TYPES[number];
+
+export interface JobDirConfig {
+  type: SourceType;
+  source: Record<string, unknown>;
+  /** Legacy 2.1 jobs have no backend key: their revisions are raw images (cow). */
+  backend: Backend;
+  schedule?: Record<string, { interval: number | string; keep: number }>;
+}
+
+/** Keys a source mapping must carry (beyond `type`). */
+const REQUIRED: Record<SourceType, string[]> = {
+  file: ["filename"],
+  "ceph-rbd": ["pool", "image"],
+  flyingcircus: ["pool", "image", "vm"],
+};
+
+export function parseJobConfig(text: string, file: string): JobDirConfig {
+  let data: unknown;
+  try {
+    data = YAML.parse(text);
+  } catch (e) {
+    throw new BackyError(`invalid job config ${file}: ${errorMessage(e).split("\n")[0]}`);
+  }
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    throw new BackyError(`invalid job config ${file}: not a YAML mapping`);
+  }
+  const { type, backend, schedule, ...source } = data as Record<string, unknown>;
+  if (typeof type !== "string" || !(SOURCE_TYPES as readonly string[]).includes(type)) {
+    throw new BackyError(
+      `unknown source type '${type}' in ${file} (known: ${SOURCE_TYPES.join(", ")})`,
+    );
+  }
+  for (const key of REQUIRED[type as SourceType]) {
+    if (typeof source[key] !== "string" || source[key] === "") {
+      throw new BackyError(`job config ${file}: source type ${type} needs '${key}'`);
+    }
+  }
+  if (backend !== undefined && backend !== "cow" && backend !== "chunked") {
+    throw new BackyError(
+      `job config ${file}: backend must be 'cow' or 'chunked', not '${backend}'`,
+    );
+  }
+  if (schedule !== undefined && (schedule === null || typeof schedule !== "object")) {
+    throw new BackyError(`job config ${file}: schedule must be a mapping`);
+  }
+  return {
+    type: type as SourceType,
+    source,
+    backend: (backend as Backend | undefined) ?? "cow",
+    schedule: schedule as JobDirConfig["schedule"],
+  };
+}
+
+export function serializeJobConfig(cfg: JobDirConfig): string {
+  const out: Record<string, unknown> = { type: cfg.type, ...cfg.source, backend: cfg.backend };
+  if (cfg.schedule) out.schedule = cfg.schedule;
+  return YAML.stringify(out);
+}
+
+/** Source syntax on the `init` command line (spec 1.2). */
+export function sourceFromCli(type: string, spec: string): Record<string, unknown> {
+  switch (type) {
+    case "file":
+      if (!spec) throw new BackyError("file source needs a PATH");
+      return { filename: spec };
+    case "ceph-rbd": {
+      const parts = spec.split("/");
+      if (parts.length !== 2 || !parts[0] || !parts[1]) {
+        throw new BackyError("ceph source must be initialized with POOL/IMAGE");
+      }
+      return { pool: parts[0], image: parts[1] };
+    }
+    case "flyingcircus": {
+      const parts = spec.split(",").map((p) => p.trim());
+      const img = (parts[0] ?? "").split("/");
+      if (
+        parts.length < 2 || parts.length > 3 || img.length !== 2 || !img[0] || !img[1] || !parts[1]
+      ) {
+        throw new BackyError(
+          "flyingcircus source must be initialized with POOL/IMAGE,VM[,CONSUL_ACL_TOKEN]",
+        );
+      }
+      return { pool: img[0], image: img[1], vm: parts[1], consul_acl_token: parts[2] ?? null };
+    }
+    default:
+      throw new BackyError(`unknown source type '${type}' (known: ${SOURCE_TYPES.join(", ")})`);
+  }
+}

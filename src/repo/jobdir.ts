@@ -1,0 +1,170 @@
+/**
+ * A job directory (spec 2.1): `config`, `<id>.rev` + `<id>.index` + data per revision,
+ * `last`/`last.rev` links, `chunks/`, and the lock files `.backup` and `.purge`.
+ */
+import { join, resolve } from "node:path";
+import { BackyError, errorMessage } from "../util/errors.ts";
+import { atomicWrite, exists, isTempName, removeIfExists, tempName } from "../util/fs.ts";
+import { Lock } from "../util/lock.ts";
+import { BlockIndex } from "./index_file.ts";
+import { type JobDirConfig, parseJobConfig, serializeJobConfig } from "./jobconfig.ts";
+import { parseRevision, type Revision, serializeRevision } from "./revision.ts";
+
+export interface Scan {
+  /** Oldest first (timestamp, then id). */
+  revisions: Revision[];
+  /** `.rev` files that could not be read: reported, never deleted. */
+  problems: string[];
+}
+
+export class JobDir {
+  private constructor(readonly path: string, readonly config: JobDirConfig) {}
+
+  static configPath(dir: string): string {
+    return join(dir, "config");
+  }
+
+  /** Opens an existing job directory; a directory without `config` is not one. */
+  static async open(dir: string): Promise<JobDir> {
+    let path: string;
+    try {
+      path = await Deno.realPath(resolve(dir));
+    } catch (e) {
+      throw new BackyError(`cannot open job directory ${resolve(dir)}: ${errorMessage(e)}`);
+    }
+    const cfgFile = JobDir.configPath(path);
+    let text: string;
+    try {
+      text = await Deno.readTextFile(cfgFile);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new BackyError(
+          `${path} is not a backy job directory (no config file); create one with 'backy init'`,
+        );
+      }
+      throw new BackyError(`cannot read ${cfgFile}: ${errorMessage(e)}`);
+    }
+    return new JobDir(path, parseJobConfig(text, cfgFile));
+  }
+
+  static async writeConfig(dir: string, cfg: JobDirConfig): Promise<void> {
+    await atomicWrite(JobDir.configPath(dir), serializeJobConfig(cfg), 0o644);
+  }
+
+  revPath(id: string): string {
+    return join(this.path, `${id}.rev`);
+  }
+  indexPath(id: string): string {
+    return join(this.path, `${id}.index`);
+  }
+  imagePath(id: string): string {
+    return join(this.path, id);
+  }
+  get chunksDir(): string {
+    return join(this.path, "chunks");
+  }
+
+  /** Exclusive, non-blocking: one backup (or expire) per job at a time. */
+  lockBackup(): Promise<Lock> {
+    return Lock.tryAcquire(
+      join(this.path, ".backup"),
+      true,
+      `another backup of ${this.path} is running (lock ${join(this.path, ".backup")} is held)`,
+    );
+  }
+
+  /** Shared: readers and backups; expiry/GC take it exclusively before deleting data. */
+  lockRead(): Promise<Lock> {
+    return Lock.acquireShared(join(this.path, ".purge"));
+  }
+
+  lockPurge(): Promise<Lock> {
+    return Lock.tryAcquire(
+      join(this.path, ".purge"),
+      true,
+      `a restore of ${this.path} is running; data removal postponed`,
+    );
+  }
+
+  async scan(): Promise<Scan> {
+    const revisions: Revision[] = [];
+    const problems: string[] = [];
+    for await (const entry of Deno.readDir(this.path)) {
+      // `last.rev` is a link to a real .rev; symlinks never count (2.0 dangling-link bug).
+      if (!entry.isFile || !entry.name.endsWith(".rev")) continue;
+      const id = entry.name.slice(0, -4);
+      if (!id) continue;
+      const file = join(this.path, entry.name);
+      try {
+        revisions.push(parseRevision(await Deno.readTextFile(file), file, id));
+      } catch (e) {
+        problems.push(errorMessage(e));
+      }
+    }
+    revisions.sort((a, b) => a.timestampUs - b.timestampUs || (a.id < b.id ? -1 : 1));
+    return { revisions, problems };
+  }
+
+  async writeRevision(rev: Revision, mode: number): Promise<void> {
+    await atomicWrite(this.revPath(rev.id), serializeRevision(rev), mode);
+  }
+
+  async readIndex(id: string): Promise<BlockIndex | undefined> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(this.indexPath(id));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw new BackyError(`cannot read ${this.indexPath(id)}: ${errorMessage(e)}`);
+    }
+    return BlockIndex.decode(bytes, this.indexPath(id));
+  }
+
+  async writeIndex(id: string, index: BlockIndex): Promise<void> {
+    await atomicWrite(this.indexPath(id), index.encode(), 0o440);
+  }
+
+  /** Removes exactly this revision's files (never a glob: ids may prefix other ids). */
+  async removeRevision(id: string): Promise<void> {
+    await removeIfExists(this.imagePath(id));
+    await removeIfExists(this.indexPath(id));
+    await removeIfExists(this.revPath(id));
+    for await (const entry of Deno.readDir(this.path)) {
+      if (isTempName(entry.name) && entry.name.startsWith(`.${id}`)) {
+        const rest = entry.name.slice(id.length + 1);
+        if (/^(\.rev|\.index)?\.tmp-/.test(rest)) await removeIfExists(join(this.path, entry.name));
+      }
+    }
+    await this.dropDanglingLinks();
+  }
+
+  /** `last` -> `<id>` and `last.rev` -> `<id>.rev`, replaced atomically. */
+  async setLast(rev: Revision): Promise<void> {
+    const links: [string, string | undefined][] = [
+      ["last", rev.backend === "cow" ? rev.id : undefined],
+      ["last.rev", `${rev.id}.rev`],
+    ];
+    for (const [name, target] of links) {
+      const path = join(this.path, name);
+      if (!target) {
+        await removeIfExists(path);
+        continue;
+      }
+      const tmp = tempName(path);
+      await Deno.symlink(target, tmp);
+      await Deno.rename(tmp, path);
+    }
+  }
+
+  private async dropDanglingLinks(): Promise<void> {
+    for (const name of ["last", "last.rev"]) {
+      const path = join(this.path, name);
+      if (!(await exists(path))) continue;
+      try {
+        await Deno.stat(path);
+      } catch {
+        await removeIfExists(path);
+      }
+    }
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Revision metadata `<id>.rev` (spec 2.3): YAML with uuid, timestamp (backup start, UTC),
+ * parent, stats (bytes_written; duration only once complete), tags; plus backend and trust.
+ */
+import YAML from "yaml";
+import { BackyError, errorMessage } from "../util/errors.ts";
+import { isSafeId } from "./id.ts";
+
+export type Backend = "cow" | "chunked";
+export type Trust = "trusted" | "distrusted" | "verified";
+
+export interface Stats {
+  bytes_written: number;
+  duration?: number;
+  [key: string]: unknown;
+}
+
+export interface Revision {
+  id: string;
+  /** Microseconds since the Unix epoch: .rev files carry microseconds. */
+  timestampUs: number;
+  parent: string | null;
+  stats: Stats;
+  tags: string[];
+  backend: Backend;
+  trust: Trust;
+  /** Why the revision failed, when it did (kept as evidence until the next backup). */
+  error?: string;
+  /** Unknown keys from other versions, written back unchanged. */
+  extra: Record<string, unknown>;
+}
+
+export function isComplete(rev: Revision): boolean {
+  return typeof rev.stats.duration === "number";
+}
+
+export function revisionDate(rev: Revision): Date {
+  return new Date(Math.floor(rev.timestampUs / 1000));
+}
+
+const TS_RE =
+  /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/;
+
+/** Parses YAML timestamps as written by 2.1 (`2015-09-01 07:06:47.123456+00:00`); naive = UTC. */
+export function parseTimestamp(value: unknown): number {
+  if (typeof value === "number" && Number.isFinite(value)) {
+    return Math.round(value * 1e6); // very old format: float Unix epoch
+  }
+  if (value instanceof Date) return value.getTime() * 1000;
+  if (typeof value !== "string") throw new Error("timestamp missing or not a timestamp");
+  const m = TS_RE.exec(value.trim());
+  if (!m) throw new Error(`invalid timestamp '${value}'`);
+  const [, y, mo, d, h, mi, s, frac, tz] = m;
+  let ms = Date.UTC(+y, +mo - 1, +d, +h, +mi, +s);
+  if (Number.isNaN(ms)) throw new Error(`invalid timestamp '${value}'`);
+  if (tz && tz !== "Z") {
+    const sign = tz[0] === "-" ? -1 : 1;
+    const digits = tz.slice(1).replace(":", "");
+    const off = Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || "0");
+    ms -= sign * off * 60_000;
+  }
+  const us = frac ? Math.floor(Number(frac.padEnd(6, "0").slice(0, 6))) : 0;
+  return ms * 1000 + us;
+}
+
+export function formatRevTimestamp(us: number): string {
+  const ms = Math.floor(us / 1000);
+  const d = new Date(ms);
+  const p = (n: number, w = 2) => String(n).padStart(w, "0");
+  const micro = us - Math.floor(us / 1e6) * 1e6;
+  return `${d.getUTCFullYear()}-${p(d.getUTCMonth() + 1)}-${p(d.getUTCDate())} ` +
+    `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}.${p(micro, 6)}+00:00`;
+}
+
+const KNOWN = new Set([
+  "uuid",
+  "timestamp",
+  "parent",
+  "stats",
+  "tags",
+  "backend",
+  "backend_type",
+  "trust",
+  "error",
+]);
+
+/** Parses `.rev` text; throws BackyError naming the file on anything malformed. */
+export function parseRevision(text: string, file: string, fallbackId: string): Revision {
+  let data: unknown;
+  try {
+    data = YAML.parse(text);
+  } catch (e) {
+    throw new BackyError(`corrupt revision file ${file}: ${errorMessage(e).split("\n")[0]}`);
+  }
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    throw new BackyError(`corrupt revision file ${file}: not a YAML mapping`);
+  }
+  const d = data as Record<string, unknown>;
+  const fail = (what: string) => new BackyError(`corrupt revision file ${file}: ${what}`);
+  const id = d.uuid === undefined ? fallbackId : String(d.uuid);
+  if (!isSafeId(id)) throw fail(`invalid uuid '${id}'`);
+  if (id !== fallbackId) throw fail(`uuid '${id}' does not match the file name`);
+  let timestampUs: number;
+  try {
+    timestampUs = parseTimestamp(d.timestamp);
+  } catch (e) {
+    throw fail(errorMessage(e));
+  }
+  const parent = d.parent === undefined || d.parent === null || d.parent === ""
+    ? null
+    : String(d.parent);
+  const rawStats = d.stats ?? {};
+  if (typeof rawStats !== "object" || Array.isArray(rawStats)) throw fail("stats is not a mapping");
+  const stats = { ...(rawStats as Record<string, unknown>) } as Stats;
+  stats.bytes_written = Number(stats.bytes_written ?? 0);
+  if (!Number.isFinite(stats.bytes_written)) throw fail("stats.bytes_written is not a number");
+  if (stats.duration !== undefined && stats.duration !== null) {
+    if (typeof stats.duration !== "number") throw fail("stats.duration is not a number");
+  } else delete stats.duration;
+  const rawTags = d.tags ?? [];
+  if (!Array.isArray(rawTags)) throw fail("tags is not a list");
+  const tags = [...new Set(rawTags.map(String))].sort();
+  const backendRaw = d.backend ?? d.backend_type ?? "cow";
+  const backend: Backend = backendRaw === "chunked" ? "chunked" : "cow";
+  if (backendRaw !== "cow" && backendRaw !== "chunked" && backendRaw !== "cowfile") {
+    throw fail(`unknown backend '${backendRaw}'`);
+  }
+  const trustRaw = d.trust ?? "trusted";
+  if (trustRaw !== "trusted" && trustRaw !== "distrusted" && trustRaw !== "verified") {
+    throw fail(`unknown trust '${trustRaw}'`);
+  }
+  const extra: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(d)) if (!KNOWN.has(k)) extra[k] = v;
+  return {
+    id,
+    timestampUs,
+    parent,
+    stats,
+    tags,
+    backend,
+    trust: trustRaw,
+    error: d.error === undefined ? undefined : String(d.error),
+    extra,
+  };
+}
+
+export function serializeRevision(rev: Revision): string {
+  const out: Record<string, unknown> = {
+    ...rev.extra,
+    backend: rev.backend,
+    parent: rev.parent,
+    stats: rev.stats,
+    tags: [...rev.tags].sort(),
+    timestamp: formatRevTimestamp(rev.timestampUs),
+    trust: rev.trust,
+    uuid: rev.id,
+  };
+  if (rev.error !== undefined) out.error = rev.error;
+  return YAML.stringify(out, { sortMapEntries: true });
+}

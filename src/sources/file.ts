@@ -1,0 +1,36 @@
+/** The `file` source (spec 3.2): a plain image file or block device, read in place. */
+import { isAbsolute, join } from "node:path";
+import { BackyError, errorMessage } from "../util/errors.ts";
+
+export interface FileSourceInfo {
+  path: string;
+  size: number;
+}
+
+/** Resolves and checks the source; relative names are relative to the job directory. */
+export async function openFileSource(jobDir: string, filename: string): Promise<FileSourceInfo> {
+  const path = isAbsolute(filename) ? filename : join(jobDir, filename);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new BackyError(`source ${path} does not exist`);
+    throw new BackyError(`cannot access source ${path}: ${errorMessage(e)}`);
+  }
+  if (!info.isFile && !info.isBlockDevice) {
+    throw new BackyError(`source ${path} is not a regular file or block device`);
+  }
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(path, { read: true });
+  } catch (e) {
+    throw new BackyError(`cannot read source ${path}: ${errorMessage(e)}`);
+  }
+  try {
+    // stat reports 0 for block devices; seeking to the end gives their size.
+    const size = info.isFile ? info.size : await f.seek(0, Deno.SeekMode.End);
+    return { path, size };
+  } finally {
+    f.close();
+  }
+}

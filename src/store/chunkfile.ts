@@ -1,0 +1,74 @@
+/**
+ * Chunk files of the chunked store (design D3): `chunks/<2 hex>/<64 hex>`, zstd level 1 of
+ * the block, named by the SHA-256 of the uncompressed block. Written to a temp file in the
+ * same directory, fsynced, made read-only, renamed; read back only through a hash check.
+ * Synchronous on purpose: these run inside the data-path Workers.
+ */
+import * as fs from "node:fs";
+import { createHash } from "node:crypto";
+import * as zlib from "node:zlib";
+import { join } from "node:path";
+import { BackyError } from "../util/errors.ts";
+import { hex, sameDigest } from "../repo/index_file.ts";
+
+export function chunkPath(chunksDir: string, digest: Uint8Array): string {
+  const h = hex(digest);
+  return join(chunksDir, h.slice(0, 2), h);
+}
+
+export function chunkExists(chunksDir: string, digest: Uint8Array): boolean {
+  return fs.existsSync(chunkPath(chunksDir, digest));
+}
+
+/** Stores `data` under `digest` unless present. Returns the compressed size written (0 if present). */
+export function writeChunk(chunksDir: string, digest: Uint8Array, data: Uint8Array): number {
+  const path = chunkPath(chunksDir, digest);
+  if (fs.existsSync(path)) return 0;
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  fs.mkdirSync(dir, { recursive: true });
+  const packed = zlib.zstdCompressSync(data, {
+    params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 },
+  });
+  const tmp = join(
+    dir,
+    `.${path.slice(dir.length + 1)}.tmp-${Math.random().toString(36).slice(2)}`,
+  );
+  const fd = fs.openSync(tmp, "wx", 0o600);
+  try {
+    let off = 0;
+    while (off < packed.length) off += fs.writeSync(fd, packed, off, packed.length - off);
+    fs.fdatasyncSync(fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fs.closeSync(fd);
+  fs.chmodSync(tmp, 0o440);
+  fs.renameSync(tmp, path);
+  return packed.length;
+}
+
+/** Reads a chunk, decompresses it and proves its content hash; anything else is an error. */
+export function readChunk(chunksDir: string, digest: Uint8Array, length: number): Uint8Array {
+  const path = chunkPath(chunksDir, digest);
+  let packed: Uint8Array;
+  try {
+    packed = fs.readFileSync(path);
+  } catch (e) {
+    const why = (e as { code?: string }).code === "ENOENT" ? "missing" : String(e);
+    throw new BackyError(`chunk ${path} is unreadable: ${why}`);
+  }
+  let data: Uint8Array;
+  try {
+    data = zlib.zstdDecompressSync(packed);
+  } catch {
+    throw new BackyError(`chunk ${path} is corrupt: cannot decompress`);
+  }
+  if (data.length !== length) {
+    throw new BackyError(`chunk ${path} is corrupt: ${data.length} bytes instead of ${length}`);
+  }
+  const sum = createHash("sha256").update(data).digest();
+  if (!sameDigest(sum, digest)) throw new BackyError(`chunk ${path} is corrupt: hash mismatch`);
+  return data;
+}
