@@ -1,0 +1,262 @@
+/**
+ * The scheduler config file (spec 4.1): `global`, `schedules`, `jobs`, parsed into a typed
+ * result. Every problem is one ConfigError `file:line: key.path: problem`.
+ */
+import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
+import { ConfigError, errorMessage } from "../util/errors.ts";
+import { checkSource, duration, type SourceMapping } from "./source_config.ts";
+import {
+  type Entry,
+  listOf,
+  type Located,
+  parseYaml,
+  quote,
+  type YamlChecker,
+} from "./yaml_check.ts";
+
+export {
+  checkSource,
+  type SourceMapping,
+  type SourceSettings,
+  validateSource,
+  type ValidSource,
+} from "./source_config.ts";
+
+export interface ScheduleTag {
+  /** Seconds. */
+  interval: number;
+  keep: number;
+}
+
+/** Tag name -> interval and keep. */
+export type ScheduleDef = Record<string, ScheduleTag>;
+
+export interface JobConfig {
+  name: string;
+  schedule: string;
+  scheduleDef: ScheduleDef;
+  backend?: "cow" | "chunked";
+  /** The source mapping as written; the daemon copies it into the job's `config` file. */
+  source: SourceMapping;
+}
+
+export interface SchedulerConfig {
+  file: string;
+  baseDir: string;
+  workerLimit: number;
+  statusFile: string;
+  /** Seconds. */
+  statusInterval: number;
+  telnetAddrs: string[];
+  telnetPort: number;
+  completedCallback?: string;
+  schedules: Record<string, ScheduleDef>;
+  jobs: Record<string, JobConfig>;
+}
+
+export const DEFAULT_BASE_DIR = "/srv/backy";
+export const DEFAULT_WORKER_LIMIT = 1;
+export const DEFAULT_STATUS_INTERVAL = 30;
+export const DEFAULT_TELNET_ADDRS: readonly string[] = ["::1", "127.0.0.1"];
+export const DEFAULT_TELNET_PORT = 6023;
+
+const TOP_KEYS = ["global", "schedules", "jobs"];
+const GLOBAL_KEYS = [
+  "base-dir",
+  "worker-limit",
+  "status-file",
+  "status-interval",
+  "telnet-addrs",
+  "telnet-port",
+  "backup-completed-callback",
+];
+const TAG_KEYS = ["interval", "keep"];
+const JOB_KEYS = ["schedule", "backend", "source"];
+const BACKENDS = ["cow", "chunked"] as const;
+
+/** Parse and validate config text. Pure: relative paths are resolved against dirname(file). */
+export function parseSchedulerConfig(text: string, file: string): SchedulerConfig {
+  const { root, check } = parseYaml(text, file);
+  // Problems with the top level itself (missing sections) are blamed on line 1.
+  const top: Located = { node: root.node, path: "", line: 1 };
+  const sections = check.fields(top, TOP_KEYS, {
+    allowEmpty: true,
+    what: "a mapping with global, schedules and jobs",
+  });
+
+  const global = parseGlobal(check, sections.get("global"), dirname(file));
+  const schedules = parseSchedules(check, check.require(sections, "schedules", top));
+  const jobs = parseJobs(check, check.require(sections, "jobs", top), schedules, global);
+  return { file, ...global, schedules, jobs };
+}
+
+/** Read and parse a config file; relative paths in it become absolute. */
+export async function loadSchedulerConfig(file: string): Promise<SchedulerConfig> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    throw new ConfigError(file, undefined, `cannot read config: ${errorMessage(e)}`);
+  }
+  const config = parseSchedulerConfig(text, file);
+  // Pin relative paths to today's working directory so they stay valid and unambiguous.
+  config.baseDir = resolve(config.baseDir);
+  config.statusFile = resolve(config.statusFile);
+  return config;
+}
+
+type GlobalSettings = Omit<SchedulerConfig, "file" | "schedules" | "jobs">;
+
+function parseGlobal(check: YamlChecker, at: Entry | undefined, configDir: string): GlobalSettings {
+  const fields = at
+    ? check.fields(at, GLOBAL_KEYS, { allowEmpty: true })
+    : new Map<string, Entry>();
+  const get = (key: string) => fields.get(key);
+
+  const baseDirEntry = get("base-dir");
+  const baseDir = baseDirEntry
+    ? configPath(configDir, check.string(baseDirEntry, { nonEmpty: true }))
+    : DEFAULT_BASE_DIR;
+  const statusFileEntry = get("status-file");
+  const statusFile = statusFileEntry
+    ? configPath(configDir, check.string(statusFileEntry, { nonEmpty: true }))
+    : join(baseDir, "status");
+
+  const workerLimitEntry = get("worker-limit");
+  const statusIntervalEntry = get("status-interval");
+  const telnetAddrsEntry = get("telnet-addrs");
+  const telnetPortEntry = get("telnet-port");
+  const callbackEntry = get("backup-completed-callback");
+  const result: GlobalSettings = {
+    baseDir,
+    workerLimit: workerLimitEntry ? check.integer(workerLimitEntry, 1) : DEFAULT_WORKER_LIMIT,
+    statusFile,
+    statusInterval: statusIntervalEntry
+      ? duration(check, statusIntervalEntry)
+      : DEFAULT_STATUS_INTERVAL,
+    telnetAddrs: telnetAddrsEntry ? addresses(check, telnetAddrsEntry) : [...DEFAULT_TELNET_ADDRS],
+    telnetPort: telnetPortEntry ? check.integer(telnetPortEntry, 1, 65535) : DEFAULT_TELNET_PORT,
+  };
+  if (callbackEntry) result.completedCallback = check.string(callbackEntry, { nonEmpty: true });
+  return result;
+}
+
+/** Relative paths are relative to the config file, not to wherever the daemon was started. */
+function configPath(configDir: string, path: string): string {
+  const full = isAbsolute(path) ? normalize(path) : join(configDir, path);
+  return full.length > 1 && full.endsWith("/") ? full.slice(0, -1) : full;
+}
+
+/**
+ * 2.1 takes a comma-separated string; a YAML list is accepted too. An empty string or list
+ * means no telnet listener.
+ */
+function addresses(check: YamlChecker, at: Entry): string[] {
+  const items = check.list(at);
+  if (items) {
+    return items.map((item) => {
+      const addr = check.string(item).trim();
+      if (addr === "") check.fail(item, "empty address");
+      return addr;
+    });
+  }
+  const value = check.scalar(at);
+  if (typeof value !== "string") {
+    check.fail(
+      at,
+      `expected addresses as a comma-separated string or a list, got ${check.describe(at)}`,
+    );
+  }
+  if (value.trim() === "") return [];
+  const addrs = value.split(",").map((a) => a.trim());
+  if (addrs.includes("")) check.fail(at, `empty address in ${quote(value)}`);
+  return addrs;
+}
+
+function parseSchedules(check: YamlChecker, at: Entry): Record<string, ScheduleDef> {
+  // Null-prototype records: a schedule or job called "constructor" must not find Object's.
+  const schedules: Record<string, ScheduleDef> = Object.create(null);
+  for (const entry of check.entries(at, { allowEmpty: true })) {
+    if (entry.name === "") check.fail(entry, "schedule name must not be empty");
+    const tags = check.entries(entry, { allowEmpty: true, what: "a mapping of tags" });
+    if (tags.length === 0) check.fail(entry, "schedule has no tags");
+    const def: ScheduleDef = Object.create(null);
+    for (const tag of tags) {
+      const problem = tagNameProblem(tag.name);
+      if (problem) check.fail(tag, `invalid tag name (${problem})`);
+      const fields = check.fields(tag, TAG_KEYS, { what: "a mapping with interval and keep" });
+      const interval = duration(check, check.require(fields, "interval", tag));
+      const keep = check.integer(check.require(fields, "keep", tag), 1);
+      def[tag.name] = { interval, keep };
+    }
+    schedules[entry.name] = def;
+  }
+  return schedules;
+}
+
+function parseJobs(
+  check: YamlChecker,
+  at: Entry,
+  schedules: Record<string, ScheduleDef>,
+  global: GlobalSettings,
+): Record<string, JobConfig> {
+  const jobs: Record<string, JobConfig> = Object.create(null);
+  for (const entry of check.entries(at, { allowEmpty: true })) {
+    const name = entry.name;
+    const problem = jobNameProblem(name);
+    if (problem) check.fail(entry, `invalid job name (${problem})`);
+    // The status file and a job directory must not be the same path.
+    if (join(global.baseDir, name) === global.statusFile) {
+      check.fail(entry, `job directory would be the status file ${global.statusFile}`);
+    }
+    const fields = check.fields(entry, JOB_KEYS);
+
+    const scheduleEntry = check.require(fields, "schedule", entry);
+    const schedule = check.string(scheduleEntry);
+    if (!Object.hasOwn(schedules, schedule)) {
+      const known = Object.keys(schedules);
+      check.fail(
+        scheduleEntry,
+        `no schedule named ${quote(schedule)} (${
+          known.length ? `defined: ${known.join(", ")}` : "no schedules defined"
+        })`,
+      );
+    }
+
+    let backend: JobConfig["backend"];
+    const backendEntry = fields.get("backend");
+    if (backendEntry) {
+      const value = check.string(backendEntry);
+      if (!(BACKENDS as readonly string[]).includes(value)) {
+        check.fail(backendEntry, `unknown backend ${quote(value)} (expected ${listOf(BACKENDS)})`);
+      }
+      backend = value as JobConfig["backend"];
+    }
+
+    const { mapping } = checkSource(check, check.require(fields, "source", entry));
+    const job: JobConfig = { name, schedule, scheduleDef: schedules[schedule], source: mapping };
+    if (backend) job.backend = backend;
+    jobs[name] = job;
+  }
+  return jobs;
+}
+
+/** Why a job name cannot be a directory directly below base-dir, or undefined if it can. */
+export function jobNameProblem(name: string): string | undefined {
+  if (name === "") return "must not be empty";
+  if (/\p{Cc}/u.test(name)) return "must not contain NUL or control characters";
+  if (name.includes("/")) return 'must not contain "/"';
+  if (name.startsWith(".")) return 'must not start with "."';
+  // The telnet shell splits `run JOB` on whitespace.
+  if (/\s/u.test(name)) return "must not contain whitespace";
+  if (new TextEncoder().encode(name).length > 255) return "must be at most 255 bytes long";
+  return undefined;
+}
+
+/** Tags travel comma-separated on the `backy backup` command line; `manual:` is reserved. */
+export function tagNameProblem(name: string): string | undefined {
+  if (name === "") return "must not be empty";
+  if (/[\s,\p{Cc}]/u.test(name)) return "must not contain commas, whitespace or control characters";
+  if (name.startsWith("manual:")) return 'the prefix "manual:" is reserved for manual backups';
+  return undefined;
+}
