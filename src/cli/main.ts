@@ -10,11 +10,17 @@ import { JobDir } from "../repo/jobdir.ts";
 import { resolveSpec } from "../repo/spec.ts";
 import { backup } from "../backup/backup.ts";
 import { restore } from "../backup/restore.ts";
+import { expireJob } from "../backup/expire.ts";
+import { loadSchedulerConfig } from "../config/scheduler_config.ts";
+import { runScheduler } from "../scheduler/daemon.ts";
+import { check } from "../scheduler/check.ts";
+import { planRuns, planTable } from "../scheduler/plan.ts";
 import { init } from "./init.ts";
 import { statusTable } from "./status.ts";
 import { print, printErr } from "./output.ts";
 
 export const VERSION = "3.0.0";
+const DEFAULT_CONFIG = "/etc/backy.conf";
 
 /** Options of the whole program, given before the subcommand. */
 interface Globals {
@@ -109,6 +115,52 @@ export function buildProgram(): Command {
     .action(async () => {
       const job = await openJob(g());
       print(statusTable(await warnProblems(job)).replace(/\n$/, ""));
+    });
+
+  program.command("expire")
+    .description("apply the job's retention schedule now and remove unreferenced chunks")
+    .action(async () => {
+      const r = await expireJob(await openJob(g()));
+      logger().info("Expiry done", { retagged: r.retagged, removed: r.removed.length });
+    });
+
+  program.command("scheduler")
+    .description("run the scheduler daemon in the foreground")
+    .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
+    .action(async (opts) => {
+      await runScheduler(opts.config, VERSION);
+    });
+
+  program.command("check")
+    .description("Nagios check of the scheduler's status file")
+    .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
+    .action(async (opts) => {
+      const r = await check(opts.config);
+      print(r.text);
+      if (r.code !== 0) throw new ExitCode(r.code);
+    });
+
+  program.command("plan")
+    .description("show the next planned runs per job without running anything")
+    .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
+    .option("--now <time>", "plan as if it were TIME (ISO 8601, UTC unless an offset is given)")
+    .option("-n <count>", "runs per job", "3")
+    .argument("[jobs...]", "only these jobs")
+    .action(async (jobs, opts) => {
+      const config = await loadSchedulerConfig(opts.config);
+      for (const j of jobs) {
+        if (!config.jobs[j]) throw new BackyError(`unknown job '${j}' in ${opts.config}`);
+      }
+      let now = Date.now() / 1000;
+      if (opts.now !== undefined) {
+        const text = /[zZ]|[+-]\d\d:?\d\d$/.test(opts.now) ? opts.now : `${opts.now}Z`;
+        const t = Date.parse(text.replace(" ", "T"));
+        if (Number.isNaN(t)) throw new BackyError(`invalid --now time '${opts.now}'`);
+        now = t / 1000;
+      }
+      const n = Number(opts.n);
+      if (!Number.isInteger(n) || n < 1) throw new BackyError(`-n must be a positive integer`);
+      print(planTable(await planRuns(config, now, n, jobs)));
     });
 
   return program;

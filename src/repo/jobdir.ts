@@ -86,23 +86,8 @@ export class JobDir {
     );
   }
 
-  async scan(): Promise<Scan> {
-    const revisions: Revision[] = [];
-    const problems: string[] = [];
-    for await (const entry of Deno.readDir(this.path)) {
-      // `last.rev` is a link to a real .rev; symlinks never count (2.0 dangling-link bug).
-      if (!entry.isFile || !entry.name.endsWith(".rev")) continue;
-      const id = entry.name.slice(0, -4);
-      if (!id) continue;
-      const file = join(this.path, entry.name);
-      try {
-        revisions.push(parseRevision(await Deno.readTextFile(file), file, id));
-      } catch (e) {
-        problems.push(errorMessage(e));
-      }
-    }
-    revisions.sort((a, b) => a.timestampUs - b.timestampUs || (a.id < b.id ? -1 : 1));
-    return { revisions, problems };
+  scan(): Promise<Scan> {
+    return scanRevisions(this.path);
   }
 
   async writeRevision(rev: Revision, mode: number): Promise<void> {
@@ -167,4 +152,24 @@ export class JobDir {
       }
     }
   }
+}
+
+/** Reads every `<id>.rev` in a directory; unreadable ones are reported, never dropped silently. */
+export async function scanRevisions(dir: string): Promise<Scan> {
+  const revisions: Revision[] = [];
+  const problems: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    // `last.rev` is a link to a real .rev; symlinks never count (2.0 dangling-link bug).
+    if (!entry.isFile || !entry.name.endsWith(".rev")) continue;
+    const id = entry.name.slice(0, -4);
+    if (!id) continue;
+    const file = join(dir, entry.name);
+    try {
+      revisions.push(parseRevision(await Deno.readTextFile(file), file, id));
+    } catch (e) {
+      problems.push(errorMessage(e));
+    }
+  }
+  revisions.sort((a, b) => a.timestampUs - b.timestampUs || (a.id < b.id ? -1 : 1));
+  return { revisions, problems };
 }

@@ -1,0 +1,246 @@
+/**
+ * `backy scheduler -c CONFIG`: runs every job on time (design D9), writes the status file,
+ * serves the telnet shell, reloads on SIGHUP and stops cleanly on SIGTERM/SIGINT.
+ */
+import { join } from "node:path";
+import { BackyError, errorMessage } from "../util/errors.ts";
+import { logger } from "../util/log.ts";
+import { Lock } from "../util/lock.ts";
+import {
+  type JobConfig,
+  loadSchedulerConfig,
+  type SchedulerConfig,
+} from "../config/scheduler_config.ts";
+import { type ShellServer, startShell } from "../shell/telnet.ts";
+import type { JobView, SchedulerControl } from "../shell/commands.ts";
+import { JobRunner } from "./jobrunner.ts";
+import { Semaphore } from "./semaphore.ts";
+import { statusEntry, writeStatusFile } from "./statusfile.ts";
+
+const log = logger("scheduler");
+
+export class Scheduler implements SchedulerControl {
+  private runners = new Map<string, JobRunner>();
+  private workerPool: Semaphore;
+  private lock?: Lock;
+  private shell?: ShellServer;
+  private statusTimer?: ReturnType<typeof setInterval>;
+  private stopped = false;
+  private finished: Promise<void>;
+  private finish!: () => void;
+
+  constructor(
+    private configFile: string,
+    private config: SchedulerConfig,
+    readonly version: string,
+  ) {
+    this.workerPool = new Semaphore(config.workerLimit);
+    this.finished = new Promise((r) => (this.finish = r));
+  }
+
+  static async start(configFile: string, version: string): Promise<Scheduler> {
+    const config = await loadSchedulerConfig(configFile);
+    const s = new Scheduler(configFile, config, version);
+    await s.begin();
+    return s;
+  }
+
+  private async begin(): Promise<void> {
+    const base = this.config.baseDir;
+    try {
+      if (!(await Deno.stat(base)).isDirectory) throw new Error("not a directory");
+    } catch (e) {
+      throw new BackyError(`base-dir ${base} is not usable: ${errorMessage(e)}`);
+    }
+    this.lock = await Lock.tryAcquire(
+      join(base, ".lock"),
+      true,
+      `another scheduler is already running for ${base} (lock ${join(base, ".lock")} is held)`,
+    );
+    log.info("Scheduler starting", {
+      config: this.configFile,
+      jobs: Object.keys(this.config.jobs).length,
+    });
+    for (const job of Object.values(this.config.jobs)) this.addJob(job);
+    await this.startShell();
+    this.startStatusLoop();
+  }
+
+  private addJob(job: JobConfig): void {
+    const r = new JobRunner(job, this.config.baseDir, this.workerPool);
+    this.runners.set(job.name, r);
+    r.start();
+  }
+
+  private async startShell(): Promise<void> {
+    if (this.config.telnetAddrs.length === 0) return;
+    try {
+      this.shell = await startShell({
+        addrs: this.config.telnetAddrs,
+        port: this.config.telnetPort,
+        control: this,
+        version: this.version,
+        log: {
+          debug: (m, p) => log.debug(m, p),
+          info: (m, p) => log.info(m, p),
+          warn: (m, p) => log.warning(m, p),
+        },
+        // Only addresses the config names get here; the defaults are loopback anyway.
+        allowNonLoopback: true,
+      });
+      log.info("Telnet shell listening", {
+        addrs: this.shell.listening.map((l) => `${l.hostname}:${l.port}`).join(","),
+      });
+    } catch (e) {
+      log.error("Telnet shell not started", { error: errorMessage(e) });
+    }
+  }
+
+  private startStatusLoop(): void {
+    if (this.statusTimer !== undefined) clearInterval(this.statusTimer);
+    void this.writeStatus();
+    this.statusTimer = setInterval(
+      () => void this.writeStatus(),
+      this.config.statusInterval * 1000,
+    );
+  }
+
+  async writeStatus(): Promise<void> {
+    try {
+      const runners = [...this.runners.values()];
+      await Promise.all(runners.map((r) => (r.running ? undefined : r.refresh())));
+      const now = Date.now() / 1000;
+      const entries = runners.map((r) => statusEntry(r, now)).sort((
+        a,
+        b,
+      ) => (a.job < b.job ? -1 : 1));
+      await writeStatusFile(this.config.statusFile, entries);
+      for (const e of entries) {
+        if (e.sla !== "OK") log.warning("SLA violated", { job: e.job, last_time: e.last_time });
+      }
+    } catch (e) {
+      log.error("Cannot write status file", {
+        file: this.config.statusFile,
+        error: errorMessage(e),
+      });
+    }
+  }
+
+  /** SIGHUP / telnet `reload`: a broken config keeps the running one. */
+  async reload(): Promise<string> {
+    let next: SchedulerConfig;
+    try {
+      next = await loadSchedulerConfig(this.configFile);
+    } catch (e) {
+      log.error("Reload failed, keeping the running configuration", { error: errorMessage(e) });
+      return `reload failed, keeping the running configuration: ${errorMessage(e)}`;
+    }
+    if (next.baseDir !== this.config.baseDir) {
+      const msg =
+        `base-dir changed (${this.config.baseDir} -> ${next.baseDir}): restart the scheduler`;
+      log.error("Reload refused", { reason: msg });
+      return `reload refused: ${msg}`;
+    }
+    const old = this.config;
+    this.config = next;
+    let added = 0, changed = 0, removed = 0;
+    for (const [name, r] of this.runners) {
+      if (!next.jobs[name]) {
+        removed++;
+        this.runners.delete(name);
+        void r.stop(false); // a running backup finishes; the job just ends afterwards
+      }
+    }
+    for (const job of Object.values(next.jobs)) {
+      const r = this.runners.get(job.name);
+      if (!r) {
+        added++;
+        this.addJob(job);
+      } else if (JSON.stringify(r.cfg) !== JSON.stringify(job)) {
+        changed++;
+        r.update(job);
+      }
+    }
+    this.workerPool.setLimit(next.workerLimit);
+    if (old.statusInterval !== next.statusInterval || old.statusFile !== next.statusFile) {
+      this.startStatusLoop();
+    }
+    if (
+      old.telnetPort !== next.telnetPort ||
+      old.telnetAddrs.join(",") !== next.telnetAddrs.join(",")
+    ) {
+      await this.shell?.close();
+      this.shell = undefined;
+      await this.startShell();
+    }
+    const msg = `reloaded: ${added} jobs added, ${changed} changed, ${removed} removed`;
+    log.info(msg);
+    void this.writeStatus();
+    return msg;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return this.finished;
+    this.stopped = true;
+    log.info("Scheduler stopping");
+    if (this.statusTimer !== undefined) clearInterval(this.statusTimer);
+    await Promise.all([...this.runners.values()].map((r) => r.stop(true)));
+    await this.shell?.close().catch(() => {});
+    await this.writeStatus();
+    this.lock?.release();
+    log.info("Scheduler stopped");
+    this.finish();
+  }
+
+  wait(): Promise<void> {
+    return this.finished;
+  }
+
+  // SchedulerControl for the telnet shell.
+  jobs(): JobView[] {
+    const now = Date.now() / 1000;
+    return [...this.runners.values()].map((r) => ({
+      name: r.name,
+      sla: r.slaOk(now) ? "OK" : "TOO OLD",
+      status: r.status,
+      lastTime: r.summary.newest ? new Date(r.summary.newest.time * 1000) : undefined,
+      lastTags: r.summary.newest ? r.sortedTags(r.summary.newest.tags) : [],
+      lastDuration: r.summary.newest?.duration,
+      nextTime: r.next ? new Date(r.next.time * 1000) : undefined,
+      nextTags: r.next?.tags ?? [],
+    }));
+  }
+
+  runJob(name: string): boolean {
+    const r = this.runners.get(name);
+    if (!r) return false;
+    r.runNow();
+    return true;
+  }
+
+  runAll(): number {
+    for (const r of this.runners.values()) r.runNow();
+    return this.runners.size;
+  }
+
+  workers(): { limit: number; busy: number } {
+    return { limit: this.workerPool.limit, busy: this.workerPool.busy };
+  }
+}
+
+/** Runs the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads. */
+export async function runScheduler(configFile: string, version: string): Promise<void> {
+  const s = await Scheduler.start(configFile, version);
+  const onStop = () => void s.stop();
+  const onHup = () => void s.reload();
+  Deno.addSignalListener("SIGTERM", onStop);
+  Deno.addSignalListener("SIGINT", onStop);
+  Deno.addSignalListener("SIGHUP", onHup);
+  try {
+    await s.wait();
+  } finally {
+    Deno.removeSignalListener("SIGTERM", onStop);
+    Deno.removeSignalListener("SIGINT", onStop);
+    Deno.removeSignalListener("SIGHUP", onHup);
+  }
+}

@@ -1,0 +1,50 @@
+/** `backy plan`: the next N runs per job as the scheduler would start them (nothing runs). */
+import { join } from "node:path";
+import { formatDateTime } from "../util/format.ts";
+import { renderTable } from "../util/table.ts";
+import type { SchedulerConfig } from "../config/scheduler_config.ts";
+import { longestInterval, nextRun, spread } from "./schedule.ts";
+import { summarizeJob } from "./summary.ts";
+
+export interface PlannedRun {
+  job: string;
+  time: number;
+  tags: string[];
+}
+
+/** Assumes every run succeeds at its planned time (so each run feeds the next). */
+export async function planRuns(
+  config: SchedulerConfig,
+  now: number,
+  count: number,
+  only: string[] = [],
+): Promise<PlannedRun[]> {
+  const names = only.length ? only : Object.keys(config.jobs).sort();
+  const out: PlannedRun[] = [];
+  await Promise.all(names.map(async (name) => {
+    const job = config.jobs[name];
+    const summary = await summarizeJob(join(config.baseDir, name));
+    const lastByTag = new Map(summary.lastByTag);
+    let empty = summary.completeCount === 0;
+    const sp = spread(name, longestInterval(job.scheduleDef));
+    let t = now;
+    const runs: PlannedRun[] = [];
+    for (let i = 0; i < count; i++) {
+      const r = nextRun(t, job.scheduleDef, sp, lastByTag, empty);
+      runs.push({ job: name, time: r.time, tags: r.tags });
+      for (const tag of r.tags) lastByTag.set(tag, r.time);
+      empty = false;
+      t = r.time;
+    }
+    out.push(...runs);
+  }));
+  const order = new Map(names.map((n, i) => [n, i]));
+  return out.sort((a, b) => order.get(a.job)! - order.get(b.job)! || a.time - b.time);
+}
+
+export function planTable(runs: PlannedRun[]): string {
+  return renderTable(
+    [{ header: "Job" }, { header: "Next run (UTC)" }, { header: "Tags" }],
+    runs.map((r) => [r.job, formatDateTime(new Date(r.time * 1000)), r.tags.join(",")]),
+  );
+}
