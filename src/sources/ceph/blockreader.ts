@@ -8,8 +8,12 @@
  * a minimal NBD client here reads from it: fixed-newstyle handshake, NBD_OPT_GO, simple
  * replies, NBD_CMD_READ (several in flight, matched by handle), NBD_CMD_DISC.
  * Protocol: https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md
+ *
+ * qemu rounds the export size up to a multiple of 512 bytes, so the true size comes from
+ * `rbd info` and reads are bounded by it.
  */
 import { BackyError, errorMessage } from "../../util/errors.ts";
+import { Rbd } from "./rbd.ts";
 
 export interface SnapshotReader extends AsyncDisposable {
   /** Size of the snapshot in bytes. */
@@ -32,6 +36,10 @@ export interface SnapshotReaderOptions {
   env?: Record<string, string>;
   /** How long qemu-nbd may take to open the snapshot and answer (default 60 s). */
   timeoutMs?: number;
+  /** The snapshot's size if the caller knows it; else asked from `rbd info`. */
+  size?: number;
+  /** For `rbd info` when `size` is not given; default: `new Rbd({ env })`. */
+  rbd?: Rbd;
 }
 
 const KiB = 1024;
@@ -56,8 +64,9 @@ const CMD_DISC = 2;
 const DEFAULT_MAX_PAYLOAD = 32 * MiB;
 
 /**
- * qemu's `rbd:` filename: `rbd:POOL/IMAGE@SNAP[:conf=PATH]`. qemu splits on `/ @ : =` but
- * honours backslash escapes, so every such character in a component is escaped.
+ * qemu's `rbd:` filename: `rbd:POOL/IMAGE@SNAP[:conf=PATH]`. qemu splits it at `/` (pool,
+ * and namespace inside the image part), `@` (snapshot) and `:` (options), honouring
+ * backslash escapes; each component gets exactly the escapes its position needs.
  */
 export function qemuRbdFilename(
   pool: string,
@@ -65,8 +74,10 @@ export function qemuRbdFilename(
   snap: string,
   conf?: string,
 ): string {
-  const esc = (s: string) => s.replace(/[\\/@:=]/g, (c) => `\\${c}`);
-  return `rbd:${esc(pool)}/${esc(image)}@${esc(snap)}` + (conf ? `:conf=${esc(conf)}` : "");
+  const name = (s: string) => s.replace(/[\\/@:]/g, (c) => `\\${c}`);
+  const value = (s: string) => s.replace(/[\\:]/g, (c) => `\\${c}`);
+  return `rbd:${name(pool)}/${name(image)}@${value(snap)}` +
+    (conf ? `:conf=${value(conf)}` : "");
 }
 
 /**
@@ -85,6 +96,12 @@ export async function openSnapshotReader(
   const filename = qemuRbdFilename(pool, image, snap, conf);
   const spec = `${pool}/${image}@${snap}`;
   const timeoutMs = options.timeoutMs ?? 60_000;
+  let size = options.size;
+  if (size === undefined) {
+    const info = await (options.rbd ?? new Rbd({ env: options.env })).info(spec);
+    if (!info) throw new BackyError(`cannot read ${spec}: snapshot does not exist`);
+    size = info.size;
+  }
 
   // a private directory: nobody else can connect, and no stale socket can be mistaken for ours
   const dir = await Deno.makeTempDir({ prefix: "backy-nbd-" });
@@ -135,6 +152,15 @@ export async function openSnapshotReader(
     );
   }
 
+  if (nbd.size !== Math.ceil(size / 512) * 512) {
+    await nbd.close();
+    await server.stop();
+    throw new BackyError(
+      `qemu-nbd reports ${nbd.size} bytes for ${spec}, rbd ${size}: not the same image?`,
+    );
+  }
+  nbd.limit = size;
+
   let closed = false;
   const close = async () => {
     if (closed) return;
@@ -143,7 +169,7 @@ export async function openSnapshotReader(
     await server.stop();
   };
   return {
-    size: nbd.size,
+    size,
     pid: server.pid,
     read: (offset, length) => {
       if (closed) return Promise.reject(new BackyError(`reader of ${spec} is closed`));
@@ -363,12 +389,16 @@ class NbdConnection {
   #receiving = false;
   #failure?: Error;
   #closed = false;
+  /** Reads end here (the true image size; the export may be padded to 512 bytes). */
+  limit: number;
 
   private constructor(
     readonly conn: Deno.UnixConn,
     readonly size: number,
     readonly maxPayload: number,
-  ) {}
+  ) {
+    this.limit = size;
+  }
 
   static async handshake(conn: Deno.UnixConn): Promise<NbdConnection> {
     const hello = new DataView((await readExact(conn, new Uint8Array(18))).buffer);
@@ -434,7 +464,7 @@ class NbdConnection {
       throw new BackyError(`invalid read range: offset ${offset}, length ${length}`);
     }
     if (this.#failure) throw this.#failure;
-    const end = Math.min(offset + length, this.size);
+    const end = Math.min(offset + length, this.limit);
     const out = new Uint8Array(Math.max(0, end - offset));
     const parts: Promise<void>[] = [];
     for (let at = 0; at < out.length; at += this.maxPayload) {
