@@ -1,5 +1,7 @@
 /** Shared helpers for black-box tests: run the real command on real files. */
 import { join } from "node:path";
+import { Buffer } from "node:buffer";
+import YAML from "yaml";
 
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 export const MOD = join(ROOT, "mod.ts");
@@ -100,11 +102,14 @@ export async function sh(
 
 /**
  * A small XFS filesystem with reflink on a loop device (root only), for cow tests and
- * disk-full tests. Returns the mount point and an unmount function.
+ * disk-full tests. Returns the mount point and an unmount function. mkfs.xfs (xfsprogs
+ * 5.19+) refuses filesystems under 300 MiB, so smaller requests are an error here; to test
+ * a nearly full filesystem, fill it (see `fillUp`).
  */
 export async function xfsMount(
   sizeMiB: number,
 ): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  if (sizeMiB < 300) throw new Error(`xfsMount(${sizeMiB}): mkfs.xfs needs at least 300 MiB`);
   const base = await tempDir("backy-xfs-");
   const img = join(base, "fs.img");
   const dir = join(base, "mnt");
@@ -133,4 +138,169 @@ export async function xfsUnavailable(): Promise<string | undefined> {
   }));
   if (r.code !== 0) return "needs mkfs.xfs (Debian package xfsprogs) and losetup";
   return undefined;
+}
+
+// ---------------------------------------------------------------------------------------
+// Assertions missing from node:assert (the tests use node:assert/strict; JSR is unreachable).
+
+/** Byte-wise equality at memcmp speed. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0;
+}
+
+export function assertIncludes(text: string, part: string, message?: string): void {
+  if (!text.includes(part)) {
+    throw new Error(
+      `${message ? message + ": " : ""}expected ${JSON.stringify(part)} in:\n${text}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Images, jobs and revisions for the black-box CLI tests.
+
+export const MiB = 1024 * 1024;
+/** backy's block size (design D3). */
+export const BLOCK = 4 * MiB;
+
+/** Throws with the command's output when it did not exit 0. */
+export function expectOk(r: Result, what = "backy"): Result {
+  if (r.code !== 0) {
+    throw new Error(`${what} exited ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+  }
+  return r;
+}
+
+/**
+ * Writes a sparse image: one entry per 4 MiB block, a seed for pseudo-random data or 0 for
+ * a hole. `size` (default: whole blocks) may cut the last block short or leave a hole tail.
+ */
+export async function writeImage(path: string, blocks: number[], size = blocks.length * BLOCK) {
+  const f = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    await f.truncate(size);
+    for (let i = 0; i < blocks.length; i++) {
+      const len = Math.min(BLOCK, size - i * BLOCK);
+      if (len <= 0) break;
+      if (!blocks[i]) continue;
+      await f.seek(i * BLOCK, Deno.SeekMode.Start);
+      const data = randomBytes(len, blocks[i]);
+      let off = 0;
+      while (off < data.length) off += await f.write(data.subarray(off));
+    }
+  } finally {
+    f.close();
+  }
+}
+
+/** `backy -b JOB init [--backend B] file SOURCE`, asserting success. */
+export async function initJob(job: string, source: string, backend?: "cow" | "chunked") {
+  const extra = backend ? ["--backend", backend] : [];
+  expectOk(await backy(["-b", job, "init", ...extra, "file", source]), "init");
+}
+
+/** What a test needs from a `.rev` file, read with a plain YAML parser. */
+export interface RevInfo {
+  id: string;
+  parent: string | null;
+  duration?: number;
+  tags: string[];
+  trust?: string;
+  error?: string;
+  timestamp: string;
+  bytesWritten: number;
+  raw: Record<string, unknown>;
+}
+
+/** All revisions of a job (regular `.rev` files), oldest first. */
+export async function revisions(job: string): Promise<RevInfo[]> {
+  const out: RevInfo[] = [];
+  for await (const e of Deno.readDir(job)) {
+    if (!e.isFile || !e.name.endsWith(".rev")) continue;
+    const raw = YAML.parse(await Deno.readTextFile(join(job, e.name))) as Record<string, unknown>;
+    const stats = (raw.stats ?? {}) as Record<string, unknown>;
+    out.push({
+      id: String(raw.uuid),
+      parent: (raw.parent as string | null) ?? null,
+      duration: stats.duration as number | undefined,
+      tags: (raw.tags as string[]) ?? [],
+      trust: raw.trust as string | undefined,
+      error: raw.error as string | undefined,
+      timestamp: String(raw.timestamp),
+      bytesWritten: Number(stats.bytes_written ?? 0),
+      raw,
+    });
+  }
+  return out.sort((a, b) => (a.timestamp < b.timestamp ? -1 : a.timestamp > b.timestamp ? 1 : 0));
+}
+
+/** Names in a directory (not recursive), sorted. */
+export async function listDir(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) names.push(e.name);
+  return names.sort();
+}
+
+export async function fileExists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** Apparent size in bytes. */
+export async function sizeOf(path: string): Promise<number> {
+  return (await Deno.stat(path)).size;
+}
+
+/** KiB used on the filesystem holding `path` (df), the honest measure with reflinks. */
+export async function dfUsedKiB(path: string): Promise<number> {
+  await sh("sync", ["-f", path]);
+  const r = await sh("df", ["-k", "--output=used", path]);
+  return Number(r.out.trim().split("\n").at(-1));
+}
+
+/** Starts `backy ARGS` without waiting, for tests that signal it. */
+export function spawnBacky(
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--quiet", MOD, ...args],
+    cwd: opts.cwd,
+    env: opts.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** Makes a file writable (completed revisions and chunks are read-only) and patches it. */
+export async function corrupt(path: string, offset: number, bytes: Uint8Array) {
+  const mode = (await Deno.stat(path)).mode ?? 0o440;
+  await Deno.chmod(path, mode | 0o200);
+  const f = await Deno.open(path, { write: true });
+  try {
+    await f.seek(offset, Deno.SeekMode.Start);
+    await f.write(bytes);
+  } finally {
+    f.close();
+  }
+  await Deno.chmod(path, mode & 0o7777);
+}
+
+/** Leaves about `freeMiB` free on the filesystem at `dir` by allocating a filler file. */
+export async function fillUp(dir: string, freeMiB: number): Promise<string> {
+  const r = await sh("df", ["-k", "--output=avail", dir]);
+  const availKiB = Number(r.out.trim().split("\n").at(-1));
+  const filler = join(dir, "filler");
+  const fillKiB = availKiB - freeMiB * 1024;
+  if (fillKiB > 0) {
+    const f = await sh("fallocate", ["-l", `${fillKiB}KiB`, filler]);
+    if (f.code !== 0) throw new Error(`fallocate failed: ${f.err}`);
+  }
+  return filler;
 }

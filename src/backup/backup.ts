@@ -115,6 +115,8 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
       throw e;
     }
     rev.stats.duration = Math.round((Date.now() - start) / 100) / 10;
+    // Completed data is read-only (spec 2.8), like its .rev and .index.
+    if (backend === "cow") await Deno.chmod(job.imagePath(rev.id), 0o440);
     await job.writeRevision(rev, 0o440);
     await job.setLast(rev);
     log.info("Backup complete", {
