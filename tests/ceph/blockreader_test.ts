@@ -221,3 +221,47 @@ cephTest(cluster, "a ceph.conf path with qemu's separators in it works", async (
     await Deno.remove(top, { recursive: true });
   }
 });
+
+cephTest(cluster, "qemu-nbd exits by itself when its reader's process dies", async (c) => {
+  const img = await createTestImage(c, 4 * MiB, [{ offset: 0, data: pattern(4096, 5) }]);
+  try {
+    await rbdCli(c, ["snap", "create", "--no-progress", `${img.spec}@s`]);
+    const module = new URL("../../src/sources/ceph/blockreader.ts", import.meta.url).href;
+    const script = `
+      const { openSnapshotReader } = await import(${JSON.stringify(module)});
+      const r = await openSnapshotReader(${JSON.stringify(c.pool)}, ${
+      JSON.stringify(img.name)
+    }, "s", { env: ${JSON.stringify(c.env)} });
+      await r.read(0, 4096);
+      console.log(r.pid);
+      await new Promise(() => setInterval(() => {}, 1000)); // until killed
+    `;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", script],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    while (!out.includes("\n")) {
+      const r = await reader.read();
+      if (r.done) break;
+      out += r.value;
+    }
+    const pid = Number(out.trim());
+    assert(pid > 0 && alive(pid), `qemu-nbd pid from the child: ${out}`);
+    const args = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+    const socket = args.find((a) => a.startsWith("--socket="))!.slice("--socket=".length);
+    child.kill("SIGKILL"); // no close(), no unload handler
+    await child.status;
+    await reader.cancel();
+    for (let i = 0; i < 100 && qemuNbdPids(img.name).length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(qemuNbdPids(img.name), [], "qemu-nbd outlived its client");
+    // the dead process could not remove its socket directory
+    await Deno.remove(socket.slice(0, socket.lastIndexOf("/")), { recursive: true });
+  } finally {
+    await img.remove(); // would fail for 30 s on a leftover watch
+  }
+});

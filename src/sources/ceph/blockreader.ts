@@ -82,8 +82,8 @@ export function qemuRbdFilename(
 
 /**
  * Serves `POOL/IMAGE@SNAP` with qemu-nbd and connects to it. The caller must close() the
- * reader; qemu-nbd is terminated on every failure path here, and on process exit as a last
- * resort.
+ * reader; qemu-nbd is terminated on every failure path here, and exits by itself when the
+ * connection goes away (also if this process dies).
  */
 export async function openSnapshotReader(
   pool: string,
@@ -109,8 +109,9 @@ export async function openSnapshotReader(
   const server = new Server(
     binary,
     [
+      // no --persistent: qemu-nbd then exits by itself when our one connection closes, so even
+      // a backy killed with SIGKILL leaves no qemu-nbd (and no image watch) behind
       "--read-only",
-      "--persistent",
       "--format=raw",
       `--socket=${socket}`,
       filename,
@@ -173,12 +174,19 @@ export async function openSnapshotReader(
     pid: server.pid,
     read: (offset, length) => {
       if (closed) return Promise.reject(new BackyError(`reader of ${spec} is closed`));
+      if (
+        !Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) ||
+        length < 0
+      ) {
+        return Promise.reject(
+          new BackyError(`invalid read of ${spec}: offset ${offset}, length ${length}`),
+        );
+      }
       return nbd.read(offset, length).catch((e) => {
-        throw e instanceof BackyError
-          ? e
-          : new BackyError(`reading ${spec} through qemu-nbd failed: ${errorMessage(e)}`, {
-            cause: e,
-          });
+        throw new BackyError(
+          `reading ${spec} through qemu-nbd failed: ${errorMessage(e)}`,
+          { cause: e },
+        );
       });
     },
     close,
@@ -194,9 +202,10 @@ class Server {
   #stderr = new TailBuffer(16 * KiB);
   #stderrDone?: Promise<void>;
   #onUnload = () => {
-    // last resort when the program ends without close(): never leave qemu-nbd behind
+    // the program ends without close(): closing the socket stops qemu-nbd anyway, this only
+    // makes it prompt (SIGTERM, not SIGKILL: a killed qemu-nbd leaves a watch on the image)
     try {
-      this.#child?.kill("SIGKILL");
+      this.#child?.kill("SIGTERM");
     } catch {
       // already gone
     }
@@ -457,12 +466,8 @@ class NbdConnection {
     return new NbdConnection(conn, size, maxPayload);
   }
 
+  /** `offset`/`length`: non-negative safe integers (checked by the caller). */
   async read(offset: number, length: number): Promise<Uint8Array> {
-    if (
-      !Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0
-    ) {
-      throw new BackyError(`invalid read range: offset ${offset}, length ${length}`);
-    }
     if (this.#failure) throw this.#failure;
     const end = Math.min(offset + length, this.limit);
     const out = new Uint8Array(Math.max(0, end - offset));
@@ -518,9 +523,7 @@ class NbdConnection {
         if (error !== 0) {
           // a simple error reply carries no data; the connection stays usable
           p.reject(
-            new BackyError(
-              `NBD read of ${p.buf.length} bytes at offset ${p.offset} failed: errno ${error}`,
-            ),
+            new Error(`NBD read of ${p.buf.length} bytes at offset ${p.offset}: errno ${error}`),
           );
           continue;
         }
@@ -538,7 +541,7 @@ class NbdConnection {
   #fail(e: unknown): void {
     if (!this.#failure) {
       this.#failure = this.#closed
-        ? new BackyError("NBD connection closed")
+        ? new Error("NBD connection closed")
         : e instanceof Error
         ? e
         : new Error(String(e));
@@ -562,6 +565,6 @@ class NbdConnection {
       dv.setUint16(6, CMD_DISC);
       await this.#send(disc);
     }
-    this.#fail(new BackyError("NBD connection closed"));
+    this.#fail(new Error("NBD connection closed"));
   }
 }
