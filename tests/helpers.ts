@@ -304,3 +304,49 @@ export async function fillUp(dir: string, freeMiB: number): Promise<string> {
   }
   return filler;
 }
+
+/** One revision of a job directory as backy 2.1 wrote it. */
+export interface LegacyRevision {
+  id: string;
+  /** Raw image content: copied from this file. */
+  image: string;
+  /** As 2.1 wrote it, e.g. `2015-09-01 07:06:47.123456+00:00`. */
+  timestamp: string;
+  parent: string | null;
+  bytesWritten: number;
+  /** Missing = incomplete. */
+  duration?: number;
+  tags: string[];
+}
+
+/**
+ * Builds a 2.1 job directory by hand: `config` without backend, raw `<id>` images, `.rev`
+ * files in 2.1's style (sorted keys, flow-style stats and tags), all 0440, and
+ * `last`/`last.rev` pointing at `last` (if given). No index files.
+ */
+export async function legacyJob(
+  job: string,
+  source: string,
+  revs: LegacyRevision[],
+  last?: string,
+): Promise<void> {
+  await Deno.mkdir(job, { recursive: true });
+  await Deno.writeTextFile(join(job, "config"), `type: file\nfilename: ${source}\n`);
+  await Deno.chmod(join(job, "config"), 0o440);
+  for (const r of revs) {
+    const stats = r.duration === undefined
+      ? `{bytes_written: ${r.bytesWritten}}`
+      : `{bytes_written: ${r.bytesWritten}, duration: ${r.duration}}`;
+    const text = `parent: ${r.parent ?? "null"}\nstats: ${stats}\ntags: [${r.tags.join(", ")}]\n` +
+      `timestamp: ${r.timestamp}\nuuid: ${r.id}\n`;
+    const ok = await sh("cp", ["--sparse=always", r.image, join(job, r.id)]);
+    if (ok.code !== 0) throw new Error(ok.err);
+    await Deno.writeTextFile(join(job, `${r.id}.rev`), text);
+    await Deno.chmod(join(job, r.id), 0o440);
+    await Deno.chmod(join(job, `${r.id}.rev`), 0o440);
+  }
+  if (last) {
+    await Deno.symlink(last, join(job, "last"));
+    await Deno.symlink(`${last}.rev`, join(job, "last.rev"));
+  }
+}
