@@ -126,7 +126,7 @@ export class Rbd {
 
   /** Image or snapshot info; undefined when it (or its pool) does not exist. */
   async info(spec: string): Promise<RbdImageInfo | undefined> {
-    const out = await this.#run(["info", "--format=json", spec], spec, { missingOk: true });
+    const out = await this.#run(["info", "--format=json", spec], { missingOk: true });
     if (out === undefined) return undefined;
     const j = parseJson(out, "info", spec) as Record<string, unknown>;
     return {
@@ -142,11 +142,11 @@ export class Rbd {
   }
 
   async snapCreate(image: string, snap: string): Promise<void> {
-    await this.#run(["snap", "create", `${image}@${snap}`], `${image}@${snap}`);
+    await this.#run(["snap", "create", `${image}@${snap}`]);
   }
 
   async snapList(image: string): Promise<RbdSnapshot[]> {
-    const out = await this.#run(["snap", "ls", "--format=json", image], image);
+    const out = await this.#run(["snap", "ls", "--format=json", image]);
     const list = parseJson(out!, "snap ls", image);
     if (!Array.isArray(list)) {
       throw new BackyError(
@@ -166,7 +166,7 @@ export class Rbd {
   async snapRemove(image: string, snap: string): Promise<void> {
     const spec = `${image}@${snap}`;
     try {
-      await this.#run(["snap", "rm", spec], spec);
+      await this.#run(["snap", "rm", spec]);
     } catch (e) {
       if (e instanceof RbdError && e.code === EXIT_BUSY && /protected/i.test(e.stderr)) {
         throw new SnapshotProtectedError(image, snap, e.args, e.code, e.stderr);
@@ -176,16 +176,16 @@ export class Rbd {
   }
 
   async snapProtect(image: string, snap: string): Promise<void> {
-    await this.#run(["snap", "protect", `${image}@${snap}`], `${image}@${snap}`);
+    await this.#run(["snap", "protect", `${image}@${snap}`]);
   }
 
   async snapUnprotect(image: string, snap: string): Promise<void> {
-    await this.#run(["snap", "unprotect", `${image}@${snap}`], `${image}@${snap}`);
+    await this.#run(["snap", "unprotect", `${image}@${snap}`]);
   }
 
   /** Removes all unprotected snapshots of the image. */
   async snapPurge(image: string): Promise<void> {
-    await this.#run(["snap", "purge", image], image);
+    await this.#run(["snap", "purge", image]);
   }
 
   /**
@@ -195,7 +195,7 @@ export class Rbd {
   supportsWholeObject(): Promise<boolean> {
     this.#wholeObject ??= (async () => {
       // `rbd help` needs no cluster; its complaints about a missing ceph.conf go to stderr
-      const out = await this.#spawnOutput(["help", "export-diff"], "help export-diff");
+      const out = await this.#spawnOutput(["help", "export-diff"]);
       return out.code === 0 && new TextDecoder().decode(out.stdout).includes("--whole-object");
     })();
     return this.#wholeObject;
@@ -248,18 +248,18 @@ export class Rbd {
   }
 
   async create(image: string, sizeBytes: number): Promise<void> {
-    await this.#run(["create", "--size", `${sizeBytes}B`, image], image);
+    await this.#run(["create", "--size", `${sizeBytes}B`, image]);
   }
 
   async resize(image: string, sizeBytes: number, options: { allowShrink?: boolean } = {}) {
     const args = ["resize", "--size", `${sizeBytes}B`];
     if (options.allowShrink) args.push("--allow-shrink");
-    await this.#run([...args, image], image);
+    await this.#run([...args, image]);
   }
 
   /** Removes an image (fails while it has snapshots). */
   async remove(image: string): Promise<void> {
-    await this.#run(["rm", image], image);
+    await this.#run(["rm", image]);
   }
 
   // ------------------------------------------------------------------ internals
@@ -290,7 +290,7 @@ export class Rbd {
     );
   }
 
-  async #spawnOutput(args: string[], _what: string): Promise<Deno.CommandOutput> {
+  async #spawnOutput(args: string[]): Promise<Deno.CommandOutput> {
     try {
       return await this.#command(args, { stdin: "null", stdout: "piped" }).output();
     } catch (e) {
@@ -302,13 +302,9 @@ export class Rbd {
    * Runs a short rbd command and returns its stdout. With `missingOk`, exit 2 ("does not
    * exist", ENOENT) returns undefined instead of throwing.
    */
-  async #run(
-    args: string[],
-    subject: string,
-    options: { missingOk?: boolean } = {},
-  ): Promise<string | undefined> {
+  async #run(args: string[], options: { missingOk?: boolean } = {}): Promise<string | undefined> {
     const argv = this.#argv(args);
-    const out = await this.#spawnOutput(argv, subject);
+    const out = await this.#spawnOutput(argv);
     if (out.code === 0) return new TextDecoder().decode(out.stdout);
     const stderr = new TextDecoder().decode(out.stderr);
     // rbd also exits 2 when it finds no cluster (e.g. a wrong CEPH_CONF); that must not read
@@ -417,7 +413,7 @@ export class Rbd {
       let leftover = `${subject} may be left incomplete`;
       if (status.success && removeOnAbort) {
         // rbd succeeded, so it created the image itself: it is ours to remove
-        const rm = await this.#spawnOutput(this.#argv(["rm", subject]), subject);
+        const rm = await this.#spawnOutput(this.#argv(["rm", subject]));
         leftover = rm.success
           ? `incomplete ${subject} removed`
           : `incomplete ${subject} left behind (rbd rm: ${
