@@ -8,6 +8,7 @@ import { execute, type SchedulerControl } from "./commands.ts";
 
 export const MAX_LINE = 4096;
 const PROMPT = "backy> ";
+const LINGER_MS = 2000;
 
 /** The subset of a logtape Logger the shell uses. */
 export interface ShellLogger {
@@ -30,7 +31,7 @@ export interface ShellOptions {
   maxConnections?: number;
   /** A client that sends nothing for this long is disconnected. Default 1 hour. */
   idleTimeoutMs?: number;
-  /** A client that stops reading our output for this long is disconnected. Default 60 s. */
+  /** A client that takes none of our output for this long is disconnected. Default 60 s. */
   writeTimeoutMs?: number;
 }
 
@@ -220,21 +221,22 @@ class Session {
     }
   }
 
-  async write(text: string): Promise<void> {
-    const bytes = crlf(text);
-    await this.#timed(this.opts.writeTimeoutMs, async () => {
-      for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
-    });
+  write(text: string): Promise<void> {
+    return this.writeBytes(crlf(text));
   }
 
+  /** The time-out applies per chunk: a slow reader that makes progress is fine. */
   async writeBytes(bytes: Uint8Array): Promise<void> {
-    await this.#timed(this.opts.writeTimeoutMs, async () => {
-      for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
-    });
+    for (let off = 0; off < bytes.length;) {
+      off += await this.#timed(
+        this.opts.writeTimeoutMs,
+        () => this.conn.write(bytes.subarray(off)),
+      );
+    }
   }
 
-  read(buf: Uint8Array, ms = this.opts.idleTimeoutMs): Promise<number | null> {
-    return this.#timed(ms, () => this.conn.read(buf));
+  read(buf: Uint8Array): Promise<number | null> {
+    return this.#timed(this.opts.idleTimeoutMs, () => this.conn.read(buf));
   }
 
   /**
@@ -242,18 +244,20 @@ class Session {
    * unread input makes the kernel send RST, which can destroy our last output in flight.
    */
   async linger(): Promise<void> {
+    this.#clearTimer();
+    const deadline = setTimeout(() => this.close(), LINGER_MS); // one bound for the whole drain
     try {
       await this.conn.closeWrite();
       const buf = new Uint8Array(4096);
-      let total = 0;
-      while (total < 65536) {
-        const n = await this.read(buf, 2000);
+      for (let total = 0; total < 65536;) {
+        const n = await this.conn.read(buf);
         if (n === null) break;
         total += n;
       }
     } catch {
       // the client went away first: fine
     } finally {
+      clearTimeout(deadline);
       this.close();
     }
   }
@@ -300,12 +304,14 @@ function open(options: ShellOptions): ShellServer {
   const sessions = new Set<Session>(); // every open connection, for close()
   let serving = 0;
   const tasks = new Set<Promise<void>>();
+  // Per-connection tasks must never reject: an unhandled rejection would end the daemon.
   const track = (p: Promise<void>) => {
-    tasks.add(p);
-    p.finally(() => tasks.delete(p));
+    const task: Promise<void> = p.catch(() => {}).finally(() => tasks.delete(task));
+    tasks.add(task);
   };
 
-  async function serve(session: Session): Promise<void> {
+  /** Returns true when the client said quit (and should get a graceful close). */
+  async function serve(session: Session): Promise<boolean> {
     const decoder = new TelnetDecoder();
     const buf = new Uint8Array(4096);
     await session.write(`backy ${version}\nReady.\n${PROMPT}`);
@@ -326,21 +332,24 @@ function open(options: ShellOptions): ShellServer {
           const result = await execute(event.text, control);
           if (result.close) {
             await session.write(result.output);
-            await session.linger();
-            return;
+            return true;
           }
           await session.write(`${result.output}${PROMPT}`);
         }
       }
-      if (n === null) return;
+      if (n === null) return false;
     }
   }
 
   function accepted(conn: Deno.TcpConn): void {
     const peer = hostPort(conn.remoteAddr.hostname, conn.remoteAddr.port);
     const session = new Session(conn, peer, timeouts);
+    if (closing || sessions.size >= 2 * maxConnections) {
+      session.close(); // a flood: not even a message, to bound open sockets
+      return;
+    }
     sessions.add(session);
-    if (closing || serving >= maxConnections) {
+    if (serving >= maxConnections) {
       log?.warn("telnet shell: too many connections, refusing client", { peer });
       track((async () => {
         try {
@@ -356,18 +365,19 @@ function open(options: ShellOptions): ShellServer {
     serving++;
     log?.info("telnet shell: client connected", { peer });
     track((async () => {
+      let quit = false;
       try {
-        await serve(session);
+        quit = await serve(session);
       } catch (e) {
         if (!session.closed) {
           log?.debug("telnet shell: connection failed", { peer, error: errorMessage(e) });
         }
-      } finally {
-        session.close();
-        sessions.delete(session);
-        serving--;
-        log?.info("telnet shell: client disconnected", { peer });
       }
+      serving--; // lingering is bounded and needs no slot
+      log?.info("telnet shell: client disconnected", { peer });
+      if (quit) await session.linger();
+      session.close();
+      sessions.delete(session);
     })());
   }
 
