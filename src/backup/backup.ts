@@ -14,6 +14,7 @@ import { BLOCK_SIZE, blockCount, BlockIndex, hex } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
 import { openFileSource } from "../sources/file.ts";
+import { cephDriver } from "./ceph_backup.ts";
 import type { StoreRef } from "./protocol.ts";
 import { pipeline, WorkerPool } from "./pool.ts";
 
@@ -66,19 +67,44 @@ async function cloneImage(from: string, to: string): Promise<void> {
   }
 }
 
+/** What differs per source type: checks, parent choice, copying, snapshot hygiene. */
+export interface BackupDriver {
+  /** Before the revision exists: fail early (nothing created) and choose the parent. */
+  prepare(revisions: Revision[]): Promise<{ parent?: Revision; info: Record<string, unknown> }>;
+  /** Copies into the store and verifies; VerificationError on a mismatch. */
+  run(
+    rev: Revision,
+    parent: Revision | undefined,
+    parentIndex: BlockIndex | undefined,
+  ): Promise<void>;
+  /** Afterwards, success or not; `newestGood` is the newest complete, trusted revision. */
+  finish?(newestGood: Revision | undefined): Promise<void>;
+}
+
+function fileDriver(job: JobDir): BackupDriver {
+  let source: { path: string; size: number };
+  return {
+    async prepare(revisions) {
+      source = await openFileSource(job.path, String(job.config.source.filename));
+      return {
+        parent: pickParent(revisions, job.config.backend),
+        info: { source: source.path, size: source.size },
+      };
+    },
+    run: (rev, parent, parentIndex) => copyAndVerify(job, rev, source, parent, parentIndex),
+  };
+}
+
 export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome> {
-  if (job.config.type !== "file") {
-    throw new BackyError(`source type ${job.config.type} is not supported by this build yet`);
-  }
+  const driver = job.config.type === "file" ? fileDriver(job) : cephDriver(job);
   const lock = await job.lockBackup();
   const readLock = await job.lockRead();
   try {
     const scan = await job.scan();
     for (const p of scan.problems) log.warning(p);
     const revisions = await removeIncomplete(job, scan.revisions);
-    const source = await openFileSource(job.path, String(job.config.source.filename));
     const backend = job.config.backend;
-    const parent = pickParent(revisions, backend);
+    const { parent, info } = await driver.prepare(revisions);
     const parentIndex = parent ? await job.readIndex(parent.id) : undefined;
     const start = Date.now();
     const rev: Revision = {
@@ -96,12 +122,11 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
       tags: rev.tags.join(","),
       parent: rev.parent ?? "-",
       backend,
-      source: source.path,
-      size: source.size,
+      ...info,
     });
     await job.writeRevision(rev, 0o640);
     try {
-      await copyAndVerify(job, rev, source, parent, parentIndex);
+      await driver.run(rev, parent, parentIndex);
     } catch (e) {
       rev.error = errorMessage(e);
       if (e instanceof VerificationError) rev.trust = "distrusted";
@@ -112,6 +137,9 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
       }
       await job.writeRevision(rev, 0o640).catch(() => {});
       log.error("Backup failed", { id: rev.id, error: rev.error });
+      await driver.finish?.(newestGood(revisions)).catch((f) =>
+        log.warning("Cleanup after failure failed", { error: errorMessage(f) })
+      );
       throw e;
     }
     rev.stats.duration = Math.round((Date.now() - start) / 100) / 10;
@@ -124,11 +152,46 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
       bytes_written: rev.stats.bytes_written,
       duration: rev.stats.duration,
     });
+    await driver.finish?.(rev);
     return { revision: rev };
   } finally {
     readLock.release();
     lock.release();
   }
+}
+
+function newestGood(revisions: Revision[]): Revision | undefined {
+  return revisions.filter((r) => isComplete(r) && r.trust !== "distrusted").at(-1);
+}
+
+/** Where the new revision's blocks go: a cow image cloned from the parent, or the chunks. */
+export async function createStore(
+  job: JobDir,
+  rev: Revision,
+  parent: Revision | undefined,
+): Promise<StoreRef> {
+  if (rev.backend === "cow") {
+    const image = job.imagePath(rev.id);
+    if (parent && parent.backend === "cow") await cloneImage(job.imagePath(parent.id), image);
+    else await Deno.writeFile(image, new Uint8Array(), { mode: 0o640 });
+    await Deno.chmod(image, 0o640);
+    return { backend: "cow", image };
+  }
+  await Deno.mkdir(job.chunksDir, { recursive: true });
+  return { backend: "chunked", chunks: job.chunksDir };
+}
+
+/** Makes the copied data durable before the index that describes it is written. */
+export async function syncStore(store: StoreRef, touchedDirs: Iterable<string>): Promise<void> {
+  if (store.backend === "cow") {
+    const fd = fs.openSync(store.image, "r+");
+    try {
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  for (const dir of touchedDirs) await fsyncDir(dir);
 }
 
 async function copyAndVerify(
@@ -138,18 +201,8 @@ async function copyAndVerify(
   parent: Revision | undefined,
   parentIndex: BlockIndex | undefined,
 ): Promise<void> {
-  const image = job.imagePath(rev.id);
-  let store: StoreRef;
-  if (rev.backend === "cow") {
-    if (parent) await cloneImage(job.imagePath(parent.id), image);
-    else await Deno.writeFile(image, new Uint8Array(), { mode: 0o640 });
-    await Deno.chmod(image, 0o640);
-    await Deno.truncate(image, source.size);
-    store = { backend: "cow", image };
-  } else {
-    await Deno.mkdir(job.chunksDir, { recursive: true });
-    store = { backend: "chunked", chunks: job.chunksDir };
-  }
+  const store = await createStore(job, rev, parent);
+  if (store.backend === "cow") await Deno.truncate(store.image, source.size);
   const count = blockCount(source.size);
   const index = BlockIndex.empty(source.size);
   // A legacy 2.1 parent has no index: hash its image once instead (cow only).
@@ -194,15 +247,7 @@ async function copyAndVerify(
       }
     });
     await pool.closeFiles();
-    if (store.backend === "cow") {
-      const fd = fs.openSync(store.image, "r+");
-      try {
-        fs.fdatasyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
-    }
-    for (const dir of touchedDirs) await fsyncDir(dir);
+    await syncStore(store, touchedDirs);
     await job.writeIndex(rev.id, index);
     rev.stats.bytes_written = stats.written;
     rev.stats.blocks = { changed: stats.changed, unchanged: stats.same, zero: stats.zero };

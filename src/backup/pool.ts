@@ -1,6 +1,8 @@
 /** A small pool of data-path Workers (one per core) with request/response by id. */
 import { BackyError } from "../util/errors.ts";
 import type {
+  ApplyBlock,
+  ApplyResult,
   BackupBlock,
   BackupResult,
   CheckBlock,
@@ -57,14 +59,14 @@ export class WorkerPool {
     }
   }
 
-  private send<T>(req: Request): Promise<T> {
+  private send<T>(req: Request, transfer: Transferable[] = []): Promise<T> {
     let w = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.load[i] < this.load[w]) w = i;
     const id = this.nextId++;
     this.load[w]++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, worker: w });
-      this.workers[w].postMessage({ id, req });
+      this.workers[w].postMessage({ id, req }, { transfer });
     });
   }
 
@@ -78,6 +80,11 @@ export class WorkerPool {
 
   read(req: Omit<ReadBlock, "op">): Promise<ReadResult> {
     return this.send({ op: "read", ...req });
+  }
+
+  /** The block's buffer moves to the Worker (no copy) and comes back in the result. */
+  apply(req: Omit<ApplyBlock, "op">): Promise<ApplyResult> {
+    return this.send({ op: "apply", ...req }, [req.data.buffer as ArrayBuffer]);
   }
 
   /** Closes the Workers' cached file descriptors (before fsync/rename by the coordinator). */

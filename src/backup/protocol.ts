@@ -56,5 +56,28 @@ export interface ReadResult {
   zero: boolean;
 }
 
-export type Request = BackupBlock | CheckBlock | ReadBlock | { op: "close" };
+/**
+ * A block assembled from a stream of changes (rbd diffs): `data` holds the bytes the stream
+ * covered (zeros elsewhere); `uncovered` ranges take the parent's bytes when `base` is
+ * "parent". Then it is stored like a backup block.
+ */
+export interface ApplyBlock {
+  op: "apply";
+  offset: number;
+  length: number;
+  data: Uint8Array;
+  uncovered: [number, number][];
+  base: "zero" | "parent";
+  store: StoreRef;
+  parentDigest: Uint8Array | null;
+  /** Length of the parent's block (differs from `length` at a resized image's end). */
+  parentLength: number;
+}
+
+export interface ApplyResult extends BackupResult {
+  /** The block buffer, handed back for reuse. */
+  buffer: Uint8Array;
+}
+
+export type Request = BackupBlock | CheckBlock | ReadBlock | ApplyBlock | { op: "close" };
 export type Backends = Backend;
