@@ -13,6 +13,7 @@ import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
 import type { StoreRef } from "./protocol.ts";
 import { pipeline, WorkerPool } from "./pool.ts";
+import { Rbd } from "../sources/ceph/rbd.ts";
 
 const log = logger("restore");
 
@@ -113,6 +114,7 @@ export async function restore(
   target: string,
   opts: RestoreOptions,
 ): Promise<{ bytes: number }> {
+  if (target.startsWith("rbd:")) return await restoreToRbd(job, rev, target.slice(4), opts);
   const readLock = await job.lockRead();
   const pool = new WorkerPool();
   let out: Target | undefined;
@@ -165,6 +167,77 @@ export async function restore(
     if (out?.kind === "file") await removeIfExists(out.tmp).catch(() => {});
     if (e instanceof BackyError) throw e;
     throw new BackyError(`restore of ${rev.id} failed: ${errorMessage(e)}`, { cause: e });
+  } finally {
+    pool.terminate();
+    readLock.release();
+  }
+}
+
+/**
+ * Streams a revision into a new Ceph image through `rbd import -`. The data goes into a
+ * temporary image first; only a complete import replaces (with --force) an existing one.
+ */
+async function restoreToRbd(
+  job: JobDir,
+  rev: Revision,
+  spec: string,
+  opts: RestoreOptions,
+): Promise<{ bytes: number }> {
+  const parts = spec.split("/");
+  if (parts.length !== 2 || !parts[0] || !parts[1] || spec.includes("@")) {
+    throw new BackyError(`restore target rbd:${spec} must be rbd:POOL/IMAGE`);
+  }
+  const rbd = new Rbd();
+  const existing = await rbd.info(spec);
+  if (existing && !opts.force) {
+    throw new BackyError(`rbd image ${spec} exists; use --force to replace it`);
+  }
+  const tmp = `${spec}.backy-restore-${Deno.pid}`;
+  const readLock = await job.lockRead();
+  const pool = new WorkerPool();
+  try {
+    const data = await openRevisionData(job, rev);
+    log.info("Restoring revision into Ceph", { id: rev.id, image: spec, size: data.size });
+    const count = blockCount(data.size);
+    const zeros = new Uint8Array(BLOCK_SIZE);
+    let i = 0;
+    let inflight: Promise<{ data?: Uint8Array; zero: boolean }>[] = [];
+    const read = (k: number) => {
+      const offset = k * BLOCK_SIZE;
+      const length = Math.min(BLOCK_SIZE, data.size - offset);
+      const digest = data.index
+        ? (data.index.isZero(k) ? null : data.index.digest(k).slice())
+        : undefined;
+      return pool.read({ offset, length, store: data.store, digest });
+    };
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        while (inflight.length < pool.size * 3 && i + inflight.length < count) {
+          inflight.push(read(i + inflight.length));
+        }
+        if (inflight.length === 0) {
+          controller.close();
+          return;
+        }
+        const [first, ...rest] = inflight;
+        inflight = rest;
+        const r = await first;
+        const length = Math.min(BLOCK_SIZE, data.size - i * BLOCK_SIZE);
+        i++;
+        controller.enqueue(r.data ?? zeros.slice(0, length));
+      },
+    });
+    await rbd.importFrom(stream, tmp);
+    if (existing) await rbd.remove(spec);
+    await rbd.rename(tmp, spec);
+    log.info("Restore complete", { id: rev.id, image: spec, bytes: data.size });
+    return { bytes: data.size };
+  } catch (e) {
+    if (await rbd.info(tmp).catch(() => undefined)) await rbd.remove(tmp).catch(() => {});
+    if (e instanceof BackyError) throw e;
+    throw new BackyError(`restore of ${rev.id} into rbd:${spec} failed: ${errorMessage(e)}`, {
+      cause: e,
+    });
   } finally {
     pool.terminate();
     readLock.release();

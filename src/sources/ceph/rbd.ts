@@ -257,6 +257,10 @@ export class Rbd {
     await this.#run([...args, image]);
   }
 
+  async rename(from: string, to: string): Promise<void> {
+    await this.#run(["rename", from, to]);
+  }
+
   /** Removes an image (fails while it has snapshots). */
   async remove(image: string): Promise<void> {
     await this.#run(["rm", image]);
