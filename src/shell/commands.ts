@@ -83,51 +83,10 @@ function regexReason(e: unknown): string {
   return m ? m[1] : msg;
 }
 
-const BATCH = 100;
-
-/** Display width of each column, read off the table's top rule `+-----+---+`. */
-function columnWidths(rendered: string): number[] {
-  const rule = rendered.slice(0, rendered.indexOf("\n"));
-  return rule.split("+").slice(1, -1).map((dashes) => dashes.length);
-}
-
-/**
- * renderTable output, in time linear in the row count. cli-table3 lays a table out in
- * quadratic time (2,000 rows: ~2 s of blocked event loop, i.e. a stalled scheduler), so the
- * rows are rendered in batches and stitched together. Padding a header cell forces its
- * column to the width of the widest batch (headers are ASCII, data cells stay untouched),
- * and cli-table3 itself measured the widths, so the result is the same table.
- */
+/** renderTable (linear in the rows), after giving the daemon's timers a turn. */
 export async function renderLongTable(columns: Column[], rows: string[][]): Promise<string> {
-  if (rows.length <= BATCH) return renderTable(columns, rows);
-  const batches: string[][][] = [];
-  for (let i = 0; i < rows.length; i += BATCH) batches.push(rows.slice(i, i + BATCH));
-  // Give the daemon's timers and sockets a turn between batches.
-  const breathe = () => new Promise((resolve) => setTimeout(resolve, 0));
-
-  const first: string[] = [];
-  for (const batch of batches) {
-    first.push(renderTable(columns, batch));
-    await breathe();
-  }
-  const widths = columns.map((_, c) => Math.max(...first.map((t) => columnWidths(t)[c])));
-  const padded = columns.map((col, c) => {
-    const fill = " ".repeat(widths[c] - 2 - col.header.length);
-    return { ...col, header: col.align === "right" ? fill + col.header : col.header + fill };
-  });
-
-  const out: string[] = [];
-  for (let b = 0; b < batches.length; b++) {
-    let text = first[b];
-    if (columnWidths(text).some((w, c) => w !== widths[c])) {
-      text = renderTable(padded, batches[b]);
-      await breathe();
-    }
-    const lines = text.split("\n");
-    // Keep the header of the first batch and the bottom rule of the last one.
-    out.push(...lines.slice(b === 0 ? 0 : 3, b === batches.length - 1 ? lines.length : -1));
-  }
-  return out.join("\n");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return renderTable(columns, rows);
 }
 
 async function jobsCommand(args: string[], control: SchedulerControl): Promise<ShellResult> {
