@@ -167,15 +167,13 @@ export function buildProgram(): Command {
 }
 
 /** Where console log records go: never into data or machine-read output on stdout. */
-function consoleFor(argv: string[]): "stdout" | "stderr" {
-  const cmd = argv.find((a) =>
-    !a.startsWith("-") && a !== argv[argv.indexOf("-l") + 1] &&
-    a !== argv[argv.indexOf("-b") + 1]
-  );
-  if (cmd === "backup" || cmd === "init" || cmd === "scheduler") {
+function consoleFor(command: string, args: readonly string[]): "stdout" | "stderr" {
+  if (
+    command === "backup" || command === "init" || command === "scheduler" || command === "expire"
+  ) {
     return "stdout";
   }
-  if (cmd === "restore" && argv.at(-1) !== "-") return "stdout";
+  if (command === "restore" && args.at(-1) !== "-") return "stdout";
   return "stderr";
 }
 
@@ -189,10 +187,9 @@ export async function main(argv: string[]): Promise<number> {
     setupLogging({
       verbose: !!opts.verbose,
       logfile: opts.logfile,
-      console: consoleFor(argv),
+      console: consoleFor(action.name(), action.args),
     });
     if (logfile) logger().info(`$ backy ${argv.join(" ")}`);
-    void action;
   });
   const log = logger();
   try {
@@ -209,7 +206,10 @@ export async function main(argv: string[]): Promise<number> {
       log.error("Unexpected error", { stack: (e as Error)?.stack ?? String(e) });
       if ((program.opts() as Globals).verbose) printErr((e as Error)?.stack ?? "");
     }
-    if (logfile) log.error("Backy operation failed.");
+    if (logfile) {
+      log.error(`Error: ${errorMessage(e)}`);
+      log.error("Backy operation failed.");
+    }
     return 1;
   } finally {
     stopLogging();
