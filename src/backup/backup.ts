@@ -14,6 +14,7 @@ import { BLOCK_SIZE, blockCount, BlockIndex, hex } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
 import { openFileSource } from "../sources/file.ts";
+import { quarantineCorruptChunks } from "../store/chunkfile.ts";
 import { cephDriver } from "./ceph_backup.ts";
 import type { StoreRef } from "./protocol.ts";
 import { pipeline, WorkerPool } from "./pool.ts";
@@ -262,6 +263,7 @@ async function copyAndVerify(
     // Verification (D11, file sources: in full): read every block back through the store
     // and compare with the hashes taken from the source.
     const mismatches: string[] = [];
+    const suspects: { digest: Uint8Array; length: number }[] = [];
     await pipeline(count, window, (i) =>
       pool.check({
         offset: i * BLOCK_SIZE,
@@ -269,12 +271,24 @@ async function copyAndVerify(
         store,
         digest: index.isZero(i) ? null : index.digest(i).slice(),
       }).catch((e) => ({ ok: false, reason: errorMessage(e) })), (i, r) => {
-      if (!r.ok) mismatches.push(`block ${i} (offset ${i * BLOCK_SIZE}): ${r.reason}`);
+      if (r.ok) return;
+      mismatches.push(`block ${i} (offset ${i * BLOCK_SIZE}): ${r.reason}`);
+      if (!index.isZero(i)) {
+        suspects.push({ digest: index.digest(i).slice(), length: index.blockLength(i) });
+      }
     });
     if (mismatches.length) {
+      // A rotten chunk would otherwise be deduplicated against by every later backup.
+      const moved = store.backend === "chunked"
+        ? quarantineCorruptChunks(store.chunks, suspects)
+        : [];
       throw new VerificationError(
         `verification of revision ${rev.id} failed: ${mismatches.length} of ${count} blocks ` +
-          `differ from the source; first: ${mismatches[0]}`,
+          `differ from the source; first: ${mismatches[0]}` +
+          (moved.length
+            ? `; moved ${moved.length} corrupt chunk file(s) aside to *.corrupt, ` +
+              "the next backup stores them anew"
+            : ""),
       );
     }
     rev.stats.verification = "full";

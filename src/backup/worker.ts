@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { alignedBuffer } from "../util/fs.ts";
 import { punchHole } from "../util/fallocate.ts";
 import { BLOCK_SIZE, hex, sameDigest } from "../repo/index_file.ts";
-import { readChunk, writeChunk } from "../store/chunkfile.ts";
+import { chunkExists, readChunk, writeChunk } from "../store/chunkfile.ts";
 import type {
   ApplyBlock,
   ApplyResult,
@@ -95,7 +95,12 @@ function store(
     return { kind: "zero", digest: null, stored: 0 };
   }
   const digest = sha256(data);
-  if (parent && sameDigest(parent, digest)) return { kind: "same", digest, stored: 0 };
+  if (parent && sameDigest(parent, digest)) {
+    // Unchanged; but a chunk that was lost or moved aside as corrupt is stored anew.
+    if (m.store.backend === "cow" || chunkExists(m.store.chunks, digest)) {
+      return { kind: "same", digest, stored: 0 };
+    }
+  }
   if (m.store.backend === "cow") {
     pwriteFull(fd(m.store.image, "r+"), data, m.offset);
     return { kind: "written", digest, stored: m.length };

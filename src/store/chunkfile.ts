@@ -72,3 +72,27 @@ export function readChunk(chunksDir: string, digest: Uint8Array, length: number)
   if (!sameDigest(sum, digest)) throw new BackyError(`chunk ${path} is corrupt: hash mismatch`);
   return data;
 }
+
+/**
+ * Moves chunk files that fail their hash check aside to `<name>.corrupt` (kept as evidence,
+ * never read, ignored by GC), so that the next backup writes them anew instead of
+ * deduplicating against them — which also heals older revisions that use the same block.
+ * Call only under the job's exclusive backup lock. Returns the paths moved.
+ */
+export function quarantineCorruptChunks(
+  chunksDir: string,
+  chunks: { digest: Uint8Array; length: number }[],
+): string[] {
+  const moved: string[] = [];
+  for (const { digest, length } of chunks) {
+    const path = chunkPath(chunksDir, digest);
+    if (!fs.existsSync(path)) continue;
+    try {
+      readChunk(chunksDir, digest, length);
+    } catch {
+      fs.renameSync(path, `${path}.corrupt`);
+      moved.push(path);
+    }
+  }
+  return moved;
+}
