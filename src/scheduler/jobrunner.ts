@@ -49,6 +49,8 @@ export class JobRunner {
   private rescheduleFlag = false;
   private stopping = false;
   private child?: Deno.ChildProcess;
+  /** Only a backup may be interrupted: a killed expire could leave half-removed revisions. */
+  private childIsBackup = false;
   private abort = new AbortController();
   done: Promise<void> = Promise.resolve();
 
@@ -96,12 +98,15 @@ export class JobRunner {
     this.wake?.();
   }
 
-  /** Stops after the current run (reload) or, with `kill`, terminates it (shutdown). */
+  /**
+   * Stops after the current run (reload) or, with `kill`, terminates a running backup
+   * (shutdown; its incomplete revision never counts). A running expire always finishes.
+   */
   async stop(kill: boolean): Promise<void> {
     this.stopping = true;
     this.abort.abort(new Error("stopped"));
     this.wake?.();
-    if (kill && this.child) {
+    if (kill && this.child && this.childIsBackup) {
       try {
         this.child.kill("SIGTERM");
       } catch {
@@ -254,6 +259,7 @@ export class JobRunner {
       stderr: "piped",
     }).spawn();
     this.child = child;
+    this.childIsBackup = args[0] === "backup";
     const sink = new ReopeningFile(logfile);
     const dec = new TextDecoder();
     const pump = async (stream: ReadableStream<Uint8Array>) => {
