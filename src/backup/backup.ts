@@ -14,7 +14,7 @@ import { BLOCK_SIZE, blockCount, BlockIndex, hex } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
 import { openFileSource } from "../sources/file.ts";
-import { quarantineCorruptChunks } from "../store/chunkfile.ts";
+import { chunkPath, quarantineCorruptChunks } from "../store/chunkfile.ts";
 import { cephDriver } from "./ceph_backup.ts";
 import type { StoreRef } from "./protocol.ts";
 import { pipeline, WorkerPool } from "./pool.ts";
@@ -214,6 +214,8 @@ async function copyAndVerify(
   const window = pool.size * 3;
   const stats = { changed: 0, zero: 0, same: 0, stored: 0, written: 0 };
   const touchedDirs = new Set<string>();
+  /** Chunks this run created (none existed before): freed again if the copy fails. */
+  const fresh: Uint8Array[] = [];
   try {
     await pipeline(count, window, (i) => {
       const offset = i * BLOCK_SIZE;
@@ -233,6 +235,9 @@ async function copyAndVerify(
         store,
         parentDigest,
         parentImage: parentDigest === undefined ? legacyParentImage : undefined,
+      }).then((r) => {
+        if (r.kind === "written" && r.digest && store.backend === "chunked") fresh.push(r.digest);
+        return r;
       });
     }, (i, r) => {
       index.set(i, r.digest);
@@ -250,6 +255,15 @@ async function copyAndVerify(
     await pool.closeFiles();
     await syncStore(store, touchedDirs);
     await job.writeIndex(rev.id, index);
+  } catch (e) {
+    // A failed copy frees its data (disk full!); only this run referenced these chunks.
+    if (store.backend === "chunked") {
+      for (const d of fresh) await removeIfExists(chunkPath(store.chunks, d)).catch(() => {});
+    }
+    pool.terminate();
+    throw e;
+  }
+  try {
     rev.stats.bytes_written = stats.written;
     rev.stats.blocks = { changed: stats.changed, unchanged: stats.same, zero: stats.zero };
     if (store.backend === "chunked") rev.stats.bytes_stored = stats.stored;

@@ -47,7 +47,11 @@ export class WorkerPool {
     this.load[p.worker]--;
     if (msg.error !== undefined) {
       p.reject(
-        new BackyError(msg.code === "ENOSPC" ? `No space left on device: ${msg.error}` : msg.error),
+        new BackyError(
+          msg.code === "ENOSPC" && !/no space left/i.test(msg.error)
+            ? `No space left on device: ${msg.error}`
+            : msg.error,
+        ),
       );
     } else p.resolve(msg.result);
   }

@@ -8,6 +8,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { fsyncDir, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
+import { released } from "../util/gc.ts";
 import { BLOCK_SIZE, blockCount, type BlockIndex } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
@@ -142,6 +143,7 @@ export async function restore(
       if (!stream) return;
       const length = Math.min(BLOCK_SIZE, data.size - i * BLOCK_SIZE);
       await stream.write(r.data ?? zeros.subarray(0, length));
+      if (r.data) released(r.data.length);
     });
     await pool.closeFiles();
     if (out.kind === "file") {

@@ -9,6 +9,7 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { alignedBuffer } from "../util/fs.ts";
 import { punchHole } from "../util/fallocate.ts";
+import { released } from "../util/gc.ts";
 import { BLOCK_SIZE, hex, sameDigest } from "../repo/index_file.ts";
 import { chunkExists, readChunk, writeChunk } from "../store/chunkfile.ts";
 import type {
@@ -176,7 +177,9 @@ function read(m: ReadBlock): ReadResult {
     if (!zero || m.out.writeZeros) pwriteFull(fd(m.out.path, "r+"), data, m.offset);
     return { zero };
   }
-  return { data: zero ? undefined : data.slice(), zero };
+  if (zero) return { zero };
+  released(data.length);
+  return { data: data.slice(), zero };
 }
 
 self.onmessage = (ev: MessageEvent<{ id: number; req: Request }>) => {

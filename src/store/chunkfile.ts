@@ -10,6 +10,7 @@ import * as zlib from "node:zlib";
 import { join } from "node:path";
 import { BackyError } from "../util/errors.ts";
 import { hex, sameDigest } from "../repo/index_file.ts";
+import { released } from "../util/gc.ts";
 
 export function chunkPath(chunksDir: string, digest: Uint8Array): string {
   const h = hex(digest);
@@ -27,8 +28,10 @@ export function writeChunk(chunksDir: string, digest: Uint8Array, data: Uint8Arr
   const dir = path.slice(0, path.lastIndexOf("/"));
   fs.mkdirSync(dir, { recursive: true });
   const packed = zlib.zstdCompressSync(data, {
+    chunkSize: ZSTD_CHUNK,
     params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 },
   });
+  released(packed.length);
   const tmp = join(
     dir,
     `.${path.slice(dir.length + 1)}.tmp-${Math.random().toString(36).slice(2)}`,
@@ -49,22 +52,40 @@ export function writeChunk(chunksDir: string, digest: Uint8Array, data: Uint8Arr
   return packed.length;
 }
 
+/** One output buffer per (de)compression instead of node's default 16 KiB pieces. */
+const ZSTD_CHUNK = 4 * 1024 * 1024 + 64 * 1024;
+let readBuf = new Uint8Array(ZSTD_CHUNK);
+
 /** Reads a chunk, decompresses it and proves its content hash; anything else is an error. */
 export function readChunk(chunksDir: string, digest: Uint8Array, length: number): Uint8Array {
   const path = chunkPath(chunksDir, digest);
   let packed: Uint8Array;
   try {
-    packed = fs.readFileSync(path);
+    const fd = fs.openSync(path, "r");
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size > readBuf.length) readBuf = new Uint8Array(size);
+      let got = 0;
+      while (got < size) {
+        const n = fs.readSync(fd, readBuf, got, size - got, got);
+        if (n === 0) break;
+        got += n;
+      }
+      packed = readBuf.subarray(0, got);
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch (e) {
     const why = (e as { code?: string }).code === "ENOENT" ? "missing" : String(e);
     throw new BackyError(`chunk ${path} is unreadable: ${why}`);
   }
   let data: Uint8Array;
   try {
-    data = zlib.zstdDecompressSync(packed);
+    data = zlib.zstdDecompressSync(packed, { chunkSize: ZSTD_CHUNK });
   } catch {
     throw new BackyError(`chunk ${path} is corrupt: cannot decompress`);
   }
+  released(data.length);
   if (data.length !== length) {
     throw new BackyError(`chunk ${path} is corrupt: ${data.length} bytes instead of ${length}`);
   }
