@@ -61,7 +61,13 @@ export function buildProgram(): Command {
       writeOut: (s) => print(s.replace(/\n$/, "")),
       writeErr: (s) => printErr(s.replace(/\n$/, "")),
     })
-    .action(() => {
+    .action((_opts, cmd) => {
+      if (cmd.args.length) {
+        cmd.error(`error: unknown command '${cmd.args[0]}'`, {
+          exitCode: 1,
+          code: "commander.unknownCommand",
+        });
+      }
       print(program.helpInformation());
     });
   const g = () => program.opts() as Globals;
@@ -163,6 +169,9 @@ export function buildProgram(): Command {
       print(planTable(await planRuns(config, now, n, jobs)));
     });
 
+  // Only the root takes stray words, to name an unknown command (subcommands were created
+  // above and keep commander's strict default).
+  program.allowExcessArguments(true);
   return program;
 }
 

@@ -69,8 +69,10 @@ Deno.test("missing and unreadable sources fail; earlier revisions stay restorabl
     });
 
     await t.step({
-      name: "a source without read permission",
-      ignore: isRoot(), // root reads any file; the two steps above fail for root too
+      name: `a source without read permission${
+        isRoot() ? " (ignored: root reads any file; the two steps above fail for root too)" : ""
+      }`,
+      ignore: isRoot(),
       fn: async () => {
         await Deno.rename(`${src}.away`, src);
         await Deno.chmod(src, 0o000);
@@ -317,7 +319,7 @@ Deno.test("a second backup of the same job fails at once, readers are not blocke
       const cp = join(dir, "slow-cp");
       await Deno.writeTextFile(
         cp,
-        '#!/bin/sh\ncase "$1" in --reflink*) sleep 2 ;; esac\nexec cp "$@"\n',
+        '#!/bin/sh\ncase "$1" in --reflink*) sleep 3 ;; esac\nexec cp "$@"\n',
       );
       await Deno.chmod(cp, 0o755);
       const before = (await revisions(job)).map((r) => r.id);

@@ -48,7 +48,9 @@ Deno.test("--help of the program and of every subcommand exits 0 on stdout", asy
 
 Deno.test("unknown subcommand and unknown options fail with a message", async () => {
   const cases: [string[], RegExp][] = [
-    [["frobnicate"], /frobnicate/],
+    [["frobnicate"], /^error: unknown command 'frobnicate'$/im],
+    [["-b", "/tmp", "frobnicate", "x"], /^error: unknown command 'frobnicate'$/im],
+    [["status", "extra"], /too many arguments for 'status'/],
     [["--bogus"], /unknown option '--bogus'/],
     [["status", "--bogus"], /unknown option '--bogus'/],
     [["restore", "-x", "t"], /unknown option '-x'/],

@@ -101,7 +101,9 @@ for (const backend of ["chunked", "cow"] as const) {
       });
 
       await t.step({
-        name: "a read-only filesystem fails cleanly",
+        name: `a read-only filesystem fails cleanly${
+          isRoot() ? "" : " (ignored: needs root to mount a read-only tmpfs)"
+        }`,
         ignore: !isRoot(),
         fn: async () => {
           const mnt = join(dir, "ro");
@@ -122,7 +124,9 @@ for (const backend of ["chunked", "cow"] as const) {
       });
 
       await t.step({
-        name: "a block device (loop) is written in place, zeros included, without -f",
+        name: `a block device (loop) is written in place, zeros included, without -f${
+          isRoot() ? "" : " (ignored: needs root for a loop device)"
+        }`,
         ignore: !isRoot(),
         fn: async () => {
           const backing = join(dir, "loop.img");
