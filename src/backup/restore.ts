@@ -66,7 +66,8 @@ type Target =
 
 async function openTarget(target: string, opts: RestoreOptions): Promise<Target> {
   if (target === "-") return streamTarget(Deno.stdout);
-  const path = resolve(target);
+  // Write through a symlink (e.g. /srv/vm/disk.img -> /data/disk.img), don't replace it.
+  const path = await Deno.realPath(target).catch(() => resolve(target));
   let info: Deno.FileInfo | undefined;
   try {
     info = await Deno.stat(path);
