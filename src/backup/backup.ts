@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { fsyncDir, removeIfExists } from "../util/fs.ts";
+import { fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
 import { firstLine, run } from "../util/proc.ts";
 import { newRevisionId } from "../repo/id.ts";
@@ -184,14 +184,7 @@ export async function createStore(
 
 /** Makes the copied data durable before the index that describes it is written. */
 export async function syncStore(store: StoreRef, touchedDirs: Iterable<string>): Promise<void> {
-  if (store.backend === "cow") {
-    const fd = fs.openSync(store.image, "r+");
-    try {
-      fs.fdatasyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
+  if (store.backend === "cow") fsyncFile(store.image);
   for (const dir of touchedDirs) await fsyncDir(dir);
 }
 

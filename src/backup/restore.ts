@@ -3,10 +3,9 @@
  * fsynced, renamed), a block device (written in place, zeros included), or `-` (stdout).
  * Chunks are hash-checked on every read; a corrupt block stops the restore, naming it.
  */
-import * as fs from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { fsyncDir, removeIfExists } from "../util/fs.ts";
+import { fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
 import { released } from "../util/gc.ts";
 import { BLOCK_SIZE, blockCount, type BlockIndex } from "../repo/index_file.ts";
@@ -148,21 +147,11 @@ export async function restore(
     });
     await pool.closeFiles();
     if (out.kind === "file") {
-      const fd = fs.openSync(out.tmp, "r+");
-      try {
-        fs.fsyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
+      fsyncFile(out.tmp);
       await Deno.rename(out.tmp, out.final);
       await fsyncDir(dirname(out.final));
     } else if (out.kind === "device") {
-      const fd = fs.openSync(out.path, "r+");
-      try {
-        fs.fsyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
+      fsyncFile(out.path);
     } else await out.close();
     if (target !== "-") log.info("Restore complete", { id: rev.id, bytes: data.size });
     return { bytes: data.size };

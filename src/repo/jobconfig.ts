@@ -4,9 +4,10 @@
  */
 import YAML from "yaml";
 import { BackyError, errorMessage } from "../util/errors.ts";
+import { SOURCE_TYPES, validateSource } from "../config/source_config.ts";
 import type { Backend } from "./revision.ts";
 
-export const SOURCE_TYPES = ["file", "ceph-rbd", "flyingcircus"] as const;
+export { SOURCE_TYPES };
 export type SourceType = typeof SOURCE_TYPES[number];
 
 export interface JobDirConfig {
@@ -16,13 +17,6 @@ export interface JobDirConfig {
   backend: Backend;
   schedule?: Record<string, { interval: number | string; keep: number }>;
 }
-
-/** Keys a source mapping must carry (beyond `type`). */
-const REQUIRED: Record<SourceType, string[]> = {
-  file: ["filename"],
-  "ceph-rbd": ["pool", "image"],
-  flyingcircus: ["pool", "image", "vm"],
-};
 
 export function parseJobConfig(text: string, file: string): JobDirConfig {
   let data: unknown;
@@ -40,11 +34,8 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
       `unknown source type '${type}' in ${file} (known: ${SOURCE_TYPES.join(", ")})`,
     );
   }
-  for (const key of REQUIRED[type as SourceType]) {
-    if (typeof source[key] !== "string" || source[key] === "") {
-      throw new BackyError(`job config ${file}: source type ${type} needs '${key}'`);
-    }
-  }
+  // The same rules as the scheduler config's `source:` sections (unknown keys, types).
+  validateSource({ type, ...source }, { file, path: "" });
   if (backend !== undefined && backend !== "cow" && backend !== "chunked") {
     throw new BackyError(
       `job config ${file}: backend must be 'cow' or 'chunked', not '${backend}'`,

@@ -106,6 +106,7 @@ export class Scheduler implements SchedulerControl {
   }
 
   async writeStatus(): Promise<void> {
+    const started = performance.now();
     try {
       const runners = [...this.runners.values()];
       await Promise.all(runners.map((r) => (r.running ? undefined : r.refresh())));
@@ -115,6 +116,10 @@ export class Scheduler implements SchedulerControl {
         b,
       ) => (a.job < b.job ? -1 : 1));
       await writeStatusFile(this.config.statusFile, entries);
+      log.debug("Status file written", {
+        jobs: entries.length,
+        ms: Math.round(performance.now() - started),
+      });
       for (const e of entries) {
         if (e.sla !== "OK") log.warning("SLA violated", { job: e.job, last_time: e.last_time });
       }

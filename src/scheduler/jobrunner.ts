@@ -53,6 +53,7 @@ export class JobRunner {
   private childIsBackup = false;
   private abort = new AbortController();
   done: Promise<void> = Promise.resolve();
+  private refreshing: Promise<void> = Promise.resolve();
 
   constructor(
     public cfg: JobConfig,
@@ -124,8 +125,18 @@ export class JobRunner {
     return sortedTags(tags, this.schedule);
   }
 
-  async refresh(): Promise<void> {
-    this.summary = await refreshSummary(this.dir, this.summary);
+  /**
+   * Re-reads the job directory if it changed. Calls queue behind each other, so the status
+   * loop and the job loop never scan the same directory twice at once (at startup every
+   * job would otherwise be read twice).
+   */
+  refresh(): Promise<void> {
+    const run = async () => {
+      this.summary = await refreshSummary(this.dir, this.summary);
+    };
+    const next = this.refreshing.then(run, run);
+    this.refreshing = next;
+    return next;
   }
 
   computeNext(now: number): { time: number; tags: string[] } {

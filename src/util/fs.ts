@@ -1,4 +1,5 @@
 /** File helpers that keep the data-safety rules: temp file in the same directory, fsync, rename. */
+import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { BackyError, errorMessage } from "./errors.ts";
 
@@ -40,6 +41,16 @@ export function tempName(path: string): string {
 /** True for the temp files tempName() creates, so scans can ignore (and clean) them. */
 export function isTempName(name: string): boolean {
   return name.startsWith(".") && /\.tmp-[0-9a-z]+$/.test(name);
+}
+
+/** fsync(2) of a file (or block device) by path. */
+export function fsyncFile(path: string): void {
+  const fd = fs.openSync(path, "r+");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** Syncs a directory so a rename into it survives a crash. */
