@@ -103,6 +103,9 @@ async function benchBackend(
   }).output();
   const first = await timed(backy("-b", job, "backup", "full"));
   report(`${backend}: first backup (verify incl.)`, first, ref.sha256sum, "sha256sum");
+  if (ref.zstd && backend === "chunked") {
+    report(`  same, against zstd -1 -T2`, first, ref.zstd, "zstd -1 -T2");
+  }
   const changed = await changeOnePercent(image, backend === "cow" ? 7 : 3);
   const incr = await timed(backy("-b", job, "backup", "incr"));
   report(
@@ -135,7 +138,12 @@ async function references(image: string, dir: string): Promise<Record<string, Ti
   const cpSync = await timed(["sh", "-c", `cp --reflink=never ${image} ${copy} && sync ${copy}`]);
   report(`cp image (same fs) + sync`, cpSync);
   await sh(`rm -f ${copy}`);
-  return { cat, sha256sum: sha, cpSync };
+  let zstd: Timing | undefined;
+  if ((await new Deno.Command("sh", { args: ["-c", "command -v zstd"] }).output()).code === 0) {
+    zstd = await timed(["zstd", "-q", "-1", "-T2", "-c", image], { stdout: "/dev/null" });
+    report("zstd -1 -T2 image > /dev/null", zstd);
+  }
+  return { cat, sha256sum: sha, cpSync, ...(zstd ? { zstd } : {}) };
 }
 
 console.log(`backy benchmark: ${size / GiB} GiB image, work dir ${work}`);
