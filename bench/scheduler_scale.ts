@@ -11,7 +11,7 @@
  *   reload   SIGHUP (every job's schedule changed, 10 jobs added) until the status is rewritten
  *   status   one periodic status file write (the daemon logs its duration with -v)
  *   plan     `backy plan -c CONFIG` for all jobs, whole command
- *   RSS      VmRSS of the idle daemon (/proc/PID/status)
+ *   RSS      VmRSS of the idle daemon (/proc/PID/status), worst of 40 samples over 20 s
  */
 import { join } from "node:path";
 import YAML from "yaml";
@@ -239,15 +239,20 @@ try {
     note: periodic.map((w) => `${w.ms}`).join("/") + " ms",
   });
 
-  // Idle memory, after the startup burst has settled.
-  await delay(1500);
+  // Idle memory: sampled for 20 s (ten more status writes); the worst sample counts.
+  const samples: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    await delay(500);
+    samples.push(rssMiB(daemon.pid).rss);
+  }
   const mem = rssMiB(daemon.pid);
   results.push({
-    what: "daemon RSS while idle",
-    value: mem.rss,
+    what: "daemon RSS while idle (max over 20 s)",
+    value: Math.max(...samples),
     unit: "MiB",
     target: 200,
-    note: `peak ${mem.hwm.toFixed(0)} MiB`,
+    note: `min ${Math.min(...samples).toFixed(0)}, last ${samples.at(-1)!.toFixed(0)}, ` +
+      `VmHWM ${mem.hwm.toFixed(0)} MiB (status every 2 s)`,
   });
 
   // Reload: every job's schedule changes (keep), ten jobs are added.

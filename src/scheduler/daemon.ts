@@ -15,7 +15,7 @@ import { type ShellServer, startShell } from "../shell/telnet.ts";
 import type { JobView, SchedulerControl } from "../shell/commands.ts";
 import { JobRunner } from "./jobrunner.ts";
 import { Semaphore } from "./semaphore.ts";
-import { statusEntry, writeStatusFile } from "./statusfile.ts";
+import { statusItem, writeStatusFile } from "./statusfile.ts";
 
 const log = logger("scheduler");
 
@@ -111,16 +111,14 @@ export class Scheduler implements SchedulerControl {
       const runners = [...this.runners.values()];
       await Promise.all(runners.map((r) => (r.running ? undefined : r.refresh())));
       const now = Date.now() / 1000;
-      const entries = runners.map((r) => statusEntry(r, now)).sort((
-        a,
-        b,
-      ) => (a.job < b.job ? -1 : 1));
-      await writeStatusFile(this.config.statusFile, entries);
+      const items = runners.map((r) => statusItem(r, now))
+        .sort((a, b) => (a.entry.job < b.entry.job ? -1 : 1));
+      await writeStatusFile(this.config.statusFile, items);
       log.debug("Status file written", {
-        jobs: entries.length,
+        jobs: items.length,
         ms: Math.round(performance.now() - started),
       });
-      for (const e of entries) {
+      for (const { entry: e } of items) {
         if (e.sla !== "OK") log.warning("SLA violated", { job: e.job, last_time: e.last_time });
       }
     } catch (e) {

@@ -46,25 +46,66 @@ export function yamlString(value: string): string {
   return JSON.stringify(value);
 }
 
+/** One entry as an item of the status list. */
+function entryYaml(e: StatusEntry): string {
+  let out = "";
+  for (const [key, value] of Object.entries(e)) {
+    if (value === undefined) continue;
+    out += `${out === "" ? "- " : "  "}${key}: ${yamlString(String(value))}\n`;
+  }
+  return out;
+}
+
 /**
  * The status file text: a YAML list of string mappings, as `YAML.stringify` writes it for
  * ordinary values. Written by hand because the generic serializer takes ~150 ms for 2,000
  * jobs on every status interval.
  */
 export function statusYaml(entries: StatusEntry[]): string {
-  if (entries.length === 0) return "[]\n";
-  const out: string[] = [];
-  for (const e of entries) {
-    let first = true;
-    for (const [key, value] of Object.entries(e)) {
-      if (value === undefined) continue;
-      out.push(`${first ? "- " : "  "}${key}: ${yamlString(String(value))}\n`);
-      first = false;
-    }
-  }
-  return out.join("");
+  return entries.length === 0 ? "[]\n" : entries.map(entryYaml).join("");
 }
 
-export async function writeStatusFile(path: string, entries: StatusEntry[]): Promise<void> {
-  await atomicWrite(path, statusYaml(entries), 0o644);
+export interface StatusItem {
+  entry: StatusEntry;
+  /** The entry as YAML list item. */
+  yaml: string;
+}
+
+interface CachedItem extends StatusItem {
+  summary: JobRunner["summary"];
+  next: JobRunner["next"];
+  status: string;
+}
+
+const cache = new WeakMap<JobRunner, CachedItem>();
+
+/**
+ * statusEntry with its YAML, reused while nothing it shows has changed: the daemon rewrites
+ * the status of every job every few seconds, and for thousands of jobs building it anew each
+ * time was most of the garbage the idle daemon made. Summaries and planned runs are replaced,
+ * never mutated, so identity tells whether they changed.
+ */
+export function statusItem(r: JobRunner, now: number): StatusItem {
+  const sla = r.slaOk(now) ? "OK" : "TOO OLD";
+  const c = cache.get(r);
+  if (
+    c && c.summary === r.summary && c.next === r.next && c.status === r.status &&
+    c.entry.sla === sla
+  ) {
+    return c;
+  }
+  const entry = statusEntry(r, now);
+  const item = {
+    entry,
+    yaml: entryYaml(entry),
+    summary: r.summary,
+    next: r.next,
+    status: r.status,
+  };
+  cache.set(r, item);
+  return item;
+}
+
+export async function writeStatusFile(path: string, items: StatusItem[]): Promise<void> {
+  await atomicWrite(path, items.length ? items.map((i) => i.yaml).join("") : "[]\n", 0o644);
 }
