@@ -195,8 +195,11 @@ self.onmessage = (ev: MessageEvent<{ id: number; req: Request }>) => {
       fds.clear();
       result = null;
     }
+    // Block buffers go back by transfer, not as a 4 MiB structured-clone copy each.
     const transfer = (result as ReadResult | null)?.data
       ? [(result as ReadResult).data!.buffer]
+      : (result as ApplyResult | null)?.buffer
+      ? [(result as ApplyResult).buffer.buffer]
       : [];
     self.postMessage({ id, result }, { transfer: transfer as Transferable[] });
   } catch (e) {
