@@ -212,6 +212,10 @@ export class JobRunner {
       this.failures = 0;
       this.status = "finished";
       log.info("Backup finished", { job: this.name, tags: tags.join(",") });
+    } else if (this.stopping) {
+      // We terminated it (shutdown): its incomplete revision is removed by the next backup.
+      this.status = "stopped";
+      log.info("Backup interrupted by shutdown", { job: this.name, exit: code });
     } else {
       this.failures++;
       this.lastFailureAt = started;

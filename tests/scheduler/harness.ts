@@ -112,14 +112,6 @@ export function processesMentioning(text: string): ProcInfo[] {
   );
 }
 
-/** VmRSS in KiB from /proc/PID/status. */
-export function rssKiB(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  if (!m) throw new Error(`no VmRSS for ${pid}`);
-  return Number(m[1]);
-}
-
 // ---------------------------------------------------------------------------------------
 // The daemon.
 
@@ -313,10 +305,6 @@ export class RevObserver {
 
   constructor(private base: string, jobs: string[]) {
     for (const j of jobs) this.seen.set(j, new Map());
-  }
-
-  watch(job: string): void {
-    if (!this.seen.has(job)) this.seen.set(job, new Map());
   }
 
   start(intervalMs = 100): this {
