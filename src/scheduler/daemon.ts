@@ -88,9 +88,6 @@ export class Scheduler implements SchedulerControl {
         // Only addresses the config names get here; the defaults are loopback anyway.
         allowNonLoopback: true,
       });
-      log.info("Telnet shell listening", {
-        addrs: this.shell.listening.map((l) => `${l.hostname}:${l.port}`).join(","),
-      });
     } catch (e) {
       log.error("Telnet shell not started", { error: errorMessage(e) });
     }

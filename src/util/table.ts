@@ -44,6 +44,11 @@ function columnWidths(rendered: string): number[] {
  * and cli-table3 itself measured the widths, so the result is the same table.
  */
 export function renderTable(columns: Column[], rows: string[][]): string {
+  return asciiTable(columns, rows) ?? renderWithCliTable(columns, rows);
+}
+
+/** The general path through cli-table3 (display widths of any Unicode), batched. */
+export function renderWithCliTable(columns: Column[], rows: string[][]): string {
   if (rows.length <= BATCH) return renderBatch(columns, rows);
   const batches: string[][][] = [];
   for (let i = 0; i < rows.length; i += BATCH) batches.push(rows.slice(i, i + BATCH));
@@ -62,6 +67,35 @@ export function renderTable(columns: Column[], rows: string[][]): string {
     out.push(...lines.slice(b === 0 ? 0 : 3, b === batches.length - 1 ? lines.length : -1));
   }
   return out.join("\n");
+}
+
+/**
+ * The same table for printable-ASCII cells, drawn directly in linear time (cli-table3
+ * needs ~0.4 s for the 6,000 rows of a 2,000-job plan). Anything else (wide or combining
+ * characters, an empty table) goes to cli-table3, which measures display widths.
+ */
+export function asciiTable(columns: Column[], rows: string[][]): string | undefined {
+  if (rows.length === 0) return undefined;
+  const printable = /^[\x20-\x7e]*$/;
+  const widths = columns.map((c) => c.header.length);
+  for (const row of rows) {
+    for (let i = 0; i < columns.length; i++) {
+      const cell = row[i] ?? "";
+      if (!printable.test(cell)) return undefined;
+      if (cell.length > widths[i]) widths[i] = cell.length;
+    }
+  }
+  if (!columns.every((c) => printable.test(c.header))) return undefined;
+  const rule = `+${widths.map((w) => "-".repeat(w + 2)).join("+")}+`;
+  const line = (cells: string[]) =>
+    `| ${
+      columns.map((c, i) =>
+        c.align === "right"
+          ? (cells[i] ?? "").padStart(widths[i])
+          : (cells[i] ?? "").padEnd(widths[i])
+      ).join(" | ")
+    } |`;
+  return [rule, line(columns.map((c) => c.header)), rule, ...rows.map(line), rule].join("\n");
 }
 
 function renderBatch(columns: Column[], rows: string[][]): string {

@@ -8,7 +8,7 @@ import YAML from "yaml";
 import { quickRevision } from "../../src/scheduler/quickrev.ts";
 import { parseRevision, type Revision, serializeRevision } from "../../src/repo/revision.ts";
 import { type StatusEntry, statusYaml, yamlString } from "../../src/scheduler/statusfile.ts";
-import { asciiTable } from "../../src/scheduler/plan.ts";
+import { asciiTable, renderWithCliTable } from "../../src/util/table.ts";
 import { renderTable } from "../../src/util/table.ts";
 
 /** xorshift32: deterministic. */
@@ -294,21 +294,21 @@ Deno.test("status file text parses back to the entries, and matches YAML.stringi
   }
 });
 
-Deno.test("plan table fast path draws exactly what renderTable draws", () => {
+Deno.test("table fast path draws exactly what cli-table3 draws", () => {
   const r = rng(5);
-  const headers = ["Job", "Next run (UTC)", "Tags"];
+  const columns = [{ header: "Job" }, { header: "Next run (UTC)" }, {
+    header: "Size",
+    align: "right" as const,
+  }, { header: "Tags" }];
   for (const n of [1, 2, 99, 100, 101, 250]) {
     const rows = Array.from({ length: n }, (_, i) => [
       `job${"x".repeat(r.int(30))}${i}`,
       "2015-09-01 05:32:51",
+      `${r.int(100000)} Bytes`,
       ["daily", "daily,weekly", "", "a b  c", "|-+"][r.int(5)],
     ]);
-    assert.equal(
-      asciiTable(headers, rows),
-      renderTable(headers.map((header) => ({ header })), rows),
-      `${n} rows`,
-    );
+    assert.equal(asciiTable(columns, rows), renderWithCliTable(columns, rows), `${n} rows`);
   }
-  assert.equal(asciiTable(headers, [["jöb", "x", "y"]]), undefined);
-  assert.equal(asciiTable(headers, []), undefined);
+  assert.equal(asciiTable(columns, [["jöb", "x", "1", "y"]]), undefined);
+  assert.equal(asciiTable(columns, []), undefined);
 });
