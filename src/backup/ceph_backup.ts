@@ -12,6 +12,7 @@ import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
 import { parseDiff } from "../sources/ceph/diff.ts";
 import { openSnapshotReader } from "../sources/ceph/blockreader.ts";
+import type { RbdImageInfo } from "../sources/ceph/rbd.ts";
 import { cephSettings, CephSource, SNAP_PREFIX } from "../sources/ceph/source.ts";
 import { applyDiff } from "./apply.ts";
 import { type BackupDriver, createStore, syncStore, VerificationError } from "./backup.ts";
@@ -27,6 +28,8 @@ export function cephDriver(job: JobDir): BackupDriver {
   let diffFrom: Revision | undefined;
   return {
     async prepare(revisions) {
+      // Asked once per run (cached); meanwhile the other rbd calls go on.
+      source.rbd.supportsWholeObject().catch(() => {}); // its error surfaces where awaited
       await source.checkReady();
       const snaps = await source.snapshots();
       // Diff from the newest trusted revision whose snapshot still exists (2.5 rule).
@@ -51,6 +54,9 @@ export function cephDriver(job: JobDir): BackupDriver {
       const snap = SNAP_PREFIX + rev.id;
       const how = await source.createSnapshot(rev.id);
       rev.stats.snapshot = how.method;
+      // The snapshot's size for verification, asked while the data streams.
+      const snapInfo = source.rbd.info(`${source.spec}@${snap}`);
+      snapInfo.catch(() => {}); // awaited before verification
       const mode = diffFrom && parentIndex ? "diff" : "full";
       const store = await createStore(job, rev, parent);
       const pool = new WorkerPool();
@@ -90,7 +96,15 @@ export function cephDriver(job: JobDir): BackupDriver {
           received: stats.received,
           changed: stats.changed,
         });
-        const checked = await verifySample(source, snap, stats.index, store, pool, rev.id);
+        const checked = await verifySample(
+          source,
+          snap,
+          await snapInfo,
+          stats.index,
+          store,
+          pool,
+          rev.id,
+        );
         rev.stats.verification = "sampled";
         rev.stats.verified_blocks = checked;
         rev.stats.verification_method = "qemu-nbd";
@@ -112,6 +126,7 @@ export function cephDriver(job: JobDir): BackupDriver {
 async function verifySample(
   source: CephSource,
   snap: string,
+  info: RbdImageInfo | undefined,
   index: BlockIndex,
   store: Parameters<WorkerPool["check"]>[0]["store"],
   pool: WorkerPool,
@@ -119,7 +134,10 @@ async function verifySample(
 ): Promise<number> {
   let reader;
   try {
-    reader = await openSnapshotReader(source.settings.pool, source.settings.image, snap);
+    if (!info) throw new BackyError(`snapshot ${source.spec}@${snap} does not exist`);
+    reader = await openSnapshotReader(source.settings.pool, source.settings.image, snap, {
+      size: info.size,
+    });
   } catch (e) {
     throw new BackyError(`cannot verify revision ${id}: ${errorMessage(e)}`);
   }
