@@ -16,10 +16,12 @@ export interface Result {
 /** Runs `backy ARGS` from source with the same Deno binary that runs the tests. */
 export async function backy(
   args: string[],
-  opts: { cwd?: string; env?: Record<string, string>; stdin?: Uint8Array } = {},
+  opts: { cwd?: string; env?: Record<string, string>; stdin?: Uint8Array; wrap?: string[] } = {},
 ): Promise<Result> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", MOD, ...args],
+  const argv = [Deno.execPath(), "run", "--allow-all", "--quiet", MOD, ...args];
+  const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv];
+  const child = new Deno.Command(cmd, {
+    args: rest,
     cwd: opts.cwd,
     env: opts.env,
     stdin: opts.stdin ? "piped" : "null",
@@ -45,6 +47,12 @@ export async function backy(
 export async function tempDir(prefix = "backy-test-"): Promise<string> {
   return await Deno.makeTempDir({ prefix });
 }
+
+/**
+ * As root, runs a command without the capabilities that bypass file permissions, so
+ * "permission denied" cases are real for root too.
+ */
+export const WITHOUT_DAC_OVERRIDE = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"];
 
 export function isRoot(): boolean {
   return Deno.uid() === 0;
