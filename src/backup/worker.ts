@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { alignedBuffer } from "../util/fs.ts";
 import { punchHole } from "../util/fallocate.ts";
 import { released } from "../util/gc.ts";
+import { directAligned, openDirect, pwriteAll } from "../util/directio.ts";
 import { BLOCK_SIZE, hex, sameDigest } from "../repo/index_file.ts";
 import { chunkExists, readChunk, writeChunk } from "../store/chunkfile.ts";
 import type {
@@ -50,11 +51,24 @@ function preadFull(f: number, into: Uint8Array, length: number, offset: number):
   return into.subarray(0, length);
 }
 
-function pwriteFull(f: number, data: Uint8Array, offset: number): void {
-  let done = 0;
-  while (done < data.length) {
-    done += fs.writeSync(f, data, done, data.length - done, offset + done);
+const direct = new Map<string, number | undefined>();
+
+/**
+ * Writes into an image or restore target: O_DIRECT when the block allows it (whole 4 KiB
+ * units from a page-aligned buffer), which is several times faster than the page cache's
+ * writeback here; the coordinator fsyncs the file afterwards either way.
+ */
+function writeAt(path: string, data: Uint8Array, offset: number): void {
+  if (!direct.has(path)) direct.set(path, openDirect(path));
+  const dfd = direct.get(path);
+  if (dfd !== undefined && directAligned(data, offset)) return pwriteAll(dfd, data, offset);
+  if (dfd !== undefined && offset % 4096 === 0 && data.length % 4096 === 0) {
+    // An unaligned buffer (e.g. zstd output): copy into our aligned one.
+    const copy = buf2.subarray(0, data.length);
+    copy.set(data);
+    return pwriteAll(dfd, copy, offset);
   }
+  pwriteAll(fd(path, "r+"), data, offset);
 }
 
 const zeroBuf = Buffer.alloc(BLOCK_SIZE);
@@ -91,7 +105,7 @@ function store(
     if (m.store.backend === "cow" && parent !== null) {
       // The clone carries the parent's data here: make it a hole again.
       const t = fd(m.store.image, "r+");
-      if (!punchHole(t, m.offset, m.length)) pwriteFull(t, zeros.subarray(0, m.length), m.offset);
+      if (!punchHole(t, m.offset, m.length)) pwriteAll(t, zeros.subarray(0, m.length), m.offset);
     }
     return { kind: "zero", digest: null, stored: 0 };
   }
@@ -103,7 +117,7 @@ function store(
     }
   }
   if (m.store.backend === "cow") {
-    pwriteFull(fd(m.store.image, "r+"), data, m.offset);
+    writeAt(m.store.image, data, m.offset);
     return { kind: "written", digest, stored: m.length };
   }
   const stored = writeChunk(m.store.chunks, digest, data);
@@ -174,7 +188,7 @@ function read(m: ReadBlock): ReadResult {
     }
   }
   if (m.out) {
-    if (!zero || m.out.writeZeros) pwriteFull(fd(m.out.path, "r+"), data, m.offset);
+    if (!zero || m.out.writeZeros) writeAt(m.out.path, data, m.offset);
     return { zero };
   }
   if (zero) return { zero };
@@ -193,6 +207,8 @@ self.onmessage = (ev: MessageEvent<{ id: number; req: Request }>) => {
     else {
       for (const f of fds.values()) fs.closeSync(f);
       fds.clear();
+      for (const f of direct.values()) if (f !== undefined) fs.closeSync(f);
+      direct.clear();
       result = null;
     }
     // Block buffers go back by transfer, not as a 4 MiB structured-clone copy each.

@@ -1,0 +1,56 @@
+import { deepStrictEqual as assertEquals, match as assertMatch, throws } from "node:assert/strict";
+import { createHash } from "node:crypto";
+import * as zlib from "node:zlib";
+import { chunkPath, readChunk, writeChunk } from "../../src/store/chunkfile.ts";
+import { randomBytes } from "../helpers.ts";
+
+const MiB = 1024 * 1024;
+const sha = (d: Uint8Array) => new Uint8Array(createHash("sha256").update(d).digest());
+
+function samples(): [string, Uint8Array][] {
+  const random = randomBytes(4 * MiB, 7);
+  const half = randomBytes(4 * MiB, 8);
+  half.fill(0x55, 2 * MiB); // compressible second half: a mix of raw and compressed blocks
+  const text = new TextEncoder().encode("backy ".repeat(300_000)).subarray(0, 1_500_001);
+  return [["random", random], ["half compressible", half], ["short text", text]];
+}
+
+Deno.test("chunks round-trip: raw-block frames and compressed frames decode to their bytes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "backy-chunks-" });
+  try {
+    for (const [name, data] of samples()) {
+      const digest = sha(data);
+      const written = writeChunk(dir, digest, data);
+      const file = await Deno.readFile(chunkPath(dir, digest));
+      assertEquals(written, file.length, name);
+      // The file is a standard zstd frame (zstd -d can read it).
+      assertEquals(new Uint8Array(zlib.zstdDecompressSync(file)), data, name);
+      assertEquals(new Uint8Array(readChunk(dir, digest, data.length)), data, name);
+      assertEquals(writeChunk(dir, digest, data), 0, `${name}: second write deduplicated`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a flipped byte in a stored (raw-block) chunk is reported, never returned", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "backy-chunks-" });
+  try {
+    const data = randomBytes(4 * MiB, 9);
+    const digest = sha(data);
+    writeChunk(dir, digest, data);
+    const path = chunkPath(dir, digest);
+    const bytes = await Deno.readFile(path);
+    bytes[bytes.length - 1000] ^= 0x01;
+    await Deno.chmod(path, 0o640);
+    await Deno.writeFile(path, bytes);
+    throws(() => readChunk(dir, digest, data.length), (e: Error) => {
+      assertMatch(e.message, new RegExp(`chunk ${path} is corrupt: hash mismatch`));
+      return true;
+    });
+    await Deno.writeFile(path, bytes.subarray(0, 1000)); // truncated
+    throws(() => readChunk(dir, digest, data.length), /is corrupt/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
