@@ -216,9 +216,11 @@ async function restoreToRbd(
         const r = await first;
         const length = Math.min(BLOCK_SIZE, data.size - i * BLOCK_SIZE);
         i++;
-        controller.enqueue(r.data ?? zeros.slice(0, length));
+        // One shared zero block: rbd's stdin writer is done with a chunk before asking for more.
+        controller.enqueue(r.data ?? zeros.subarray(0, length));
+        if (r.data) released(r.data.length);
       },
-    });
+    }, { highWaterMark: 4 });
     await rbd.importFrom(stream, tmp);
     if (existing) await rbd.remove(spec);
     await rbd.rename(tmp, spec);
