@@ -249,15 +249,8 @@ export async function listDir(dir: string): Promise<string[]> {
   return names.sort();
 }
 
-export async function fileExists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
+/** Whether a path exists (a dangling symlink counts): the product's own helper. */
+export { exists as fileExists } from "../src/util/fs.ts";
 
 /** Apparent size in bytes. */
 export async function sizeOf(path: string): Promise<number> {
