@@ -6,7 +6,6 @@
  */
 import { BackyError } from "../util/errors.ts";
 import { alignedBuffer } from "../util/fs.ts";
-import { released } from "../util/gc.ts";
 import { BLOCK_SIZE, blockCount, BlockIndex, hex } from "../repo/index_file.ts";
 import type { DiffRecord } from "../sources/ceph/diff.ts";
 import type { StoreRef } from "./protocol.ts";
@@ -176,7 +175,6 @@ export async function applyDiff(
         );
       }
       stats.received += length;
-      if (rec.type === "data") released(length); // the stream's pieces are garbage once copied
       let pos = rec.offset;
       const end = rec.offset + length;
       while (pos < end) {

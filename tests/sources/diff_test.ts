@@ -525,3 +525,31 @@ Deno.test("v2: record lengths are validated", async () => {
   );
   await expectError(new Enc(2).bytes(), 'Got invalid record type "". Previous record: None');
 });
+
+Deno.test("views: pieces are views of the input chunks, never copies, and add up", async () => {
+  const data = pattern(10_000, 3);
+  const input = new Enc().size(20_000).w(100, data).z(12_000, 50).e().bytes();
+  for (const size of [1, 7, 4096, input.length]) {
+    const chunks: Uint8Array[] = [];
+    for (let i = 0; i < input.length; i += size) chunks.push(input.slice(i, i + size));
+    const got: Uint8Array[] = [];
+    let next = 100;
+    for await (const r of parseDiff(fromChunks(chunks), { views: true, maxPiece: 4096 })) {
+      if (r.type !== "data") continue;
+      assert.equal(r.offset, next, `chunk size ${size}: pieces are consecutive`);
+      assert.ok(r.data.length <= 4096 && r.data.length > 0);
+      assert.ok(chunks.some((c) => c.buffer === r.data.buffer), "a view of an input chunk");
+      got.push(r.data);
+      next += r.data.length;
+    }
+    const joined = new Uint8Array(got.reduce((n, d) => n + d.length, 0));
+    let at = 0;
+    for (const d of got) joined.set(d, (at += d.length) - d.length);
+    assert.deepEqual(joined, data, `chunk size ${size}`);
+  }
+  await assert.rejects(async () => {
+    for await (const _ of parseDiff(fromChunks([input.subarray(0, 60)]), { views: true })) {
+      // drain
+    }
+  }, /Unexpected end of diff stream in "w" record/);
+});

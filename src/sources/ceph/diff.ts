@@ -20,6 +20,12 @@ export type DiffRecord =
 export interface ParseDiffOptions {
   /** Largest `data` piece handed out, in bytes (default 4 MiB). */
   maxPiece?: number;
+  /**
+   * Hand out `data` pieces as views of the input as it arrives (sizes vary with the input's
+   * chunking, up to maxPiece) instead of pieces of exactly maxPiece bytes: nothing is ever
+   * copied, for consumers that do not care about piece boundaries.
+   */
+  views?: boolean;
 }
 
 export class DiffFormatError extends BackyError {
@@ -292,7 +298,9 @@ export async function* parseDiff(
           range(offset, length);
           checkLength(recordLength, 16 + length);
           for (let done = 0; done < length;) {
-            const data = await bytes(Math.min(maxPiece, length - done));
+            const want = Math.min(maxPiece, length - done);
+            const data = opts.views ? await reader.upTo(want) : await bytes(want);
+            if (data.length === 0) throw truncated();
             yield { type: "data", offset: offset + done, data };
             done += data.length;
           }
