@@ -5,7 +5,7 @@
  */
 import { basename, dirname, join, resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
+import { exists, fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
 import { released } from "../util/gc.ts";
 import { BLOCK_SIZE, blockCount, type BlockIndex } from "../repo/index_file.ts";
@@ -88,6 +88,7 @@ async function openTarget(target: string, opts: RestoreOptions): Promise<Target>
       `restore target ${path} exists and is not empty; use --force to overwrite it`,
     );
   }
+  await removeStaleTemps(path);
   const tmp = join(dirname(path), `.${basename(path)}.backy-restore-${Deno.pid}`);
   try {
     const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o640 });
@@ -96,6 +97,23 @@ async function openTarget(target: string, opts: RestoreOptions): Promise<Target>
     throw new BackyError(`cannot write restore target ${path}: ${errorMessage(e)}`);
   }
   return { kind: "file", final: path, tmp };
+}
+
+/** Temp files of earlier restores to the same target whose process is gone (killed). */
+async function removeStaleTemps(path: string): Promise<void> {
+  const prefix = `.${basename(path)}.backy-restore-`;
+  try {
+    for await (const e of Deno.readDir(dirname(path))) {
+      if (!e.isFile || !e.name.startsWith(prefix)) continue;
+      const pid = e.name.slice(prefix.length);
+      if (!/^\d+$/.test(pid) || Number(pid) === Deno.pid) continue;
+      if (await exists(`/proc/${pid}`)) continue; // that restore may still be running
+      log.info("Removing the temp file of an interrupted restore", { file: e.name });
+      await removeIfExists(join(dirname(path), e.name));
+    }
+  } catch {
+    // an unreadable directory fails the restore itself a moment later, with a clear error
+  }
 }
 
 function streamTarget(out: { write(p: Uint8Array): Promise<number>; close(): void }): Target {

@@ -72,6 +72,20 @@ for (const backend of ["chunked", "cow"] as const) {
         assert(await filesEqual(target, v2));
       });
 
+      await t.step("a killed restore's temp file is removed by the next restore", async () => {
+        const target = join(dir, "again.img");
+        // A pid that cannot be running (above the kernel's pid_max of 4194304).
+        const stale = join(dir, ".again.img.backy-restore-99999999");
+        await Deno.writeTextFile(stale, "half a restore");
+        const other = join(dir, `.again.img.backy-restore-${Deno.pid}`); // a live process
+        await Deno.writeTextFile(other, "someone else's restore");
+        expectOk(await backy(["-b", job, "restore", target]));
+        assert(await filesEqual(target, v2));
+        assertEquals(await fileExists(stale), false);
+        assertEquals(await Deno.readTextFile(other), "someone else's restore");
+        await Deno.remove(other);
+      });
+
       await t.step("a relative target is relative to the current directory", async () => {
         expectOk(await backy(["-b", job, "restore", "-r", revs[0].id, "rel.img"], { cwd: dir }));
         assert(await filesEqual(join(dir, "rel.img"), v1));
