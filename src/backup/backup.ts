@@ -3,7 +3,6 @@
  * lock, clean incomplete revisions, create the revision, copy only changed blocks into the
  * store, verify everything against the source hashes, and only then make it count.
  */
-import * as fs from "node:fs";
 import { join } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";

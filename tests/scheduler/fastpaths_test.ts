@@ -9,7 +9,6 @@ import { quickRevision } from "../../src/scheduler/quickrev.ts";
 import { parseRevision, type Revision, serializeRevision } from "../../src/repo/revision.ts";
 import { type StatusEntry, statusYaml, yamlString } from "../../src/scheduler/statusfile.ts";
 import { asciiTable, renderWithCliTable } from "../../src/util/table.ts";
-import { renderTable } from "../../src/util/table.ts";
 
 /** xorshift32: deterministic. */
 function rng(seed: number) {
