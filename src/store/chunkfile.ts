@@ -12,6 +12,7 @@ import { BackyError } from "../util/errors.ts";
 import { hex, sameDigest } from "../repo/index_file.ts";
 import { released } from "../util/gc.ts";
 import { writeFileDurably } from "../util/directio.ts";
+import { alignedBuffer } from "../util/fs.ts";
 
 export function chunkPath(chunksDir: string, digest: Uint8Array): string {
   const h = hex(digest);
@@ -70,7 +71,7 @@ function storedFrame(packed: Uint8Array, expected: number): Uint8Array | undefin
   const fcsFlag = fhd >> 6, single = (fhd >> 5) & 1, checksum = (fhd >> 2) & 1;
   let pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3];
   pos += [single ? 1 : 0, 2, 4, 8][fcsFlag];
-  if (!outBuf || outBuf.length < expected) outBuf = new Uint8Array(Math.max(expected, ZSTD_CHUNK));
+  if (!outBuf || outBuf.length < expected) outBuf = alignedBuffer(Math.max(expected, ZSTD_CHUNK));
   let out = 0;
   while (true) {
     if (pos + 3 > packed.length) return undefined;
