@@ -36,7 +36,10 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
   }
   // The same rules as the scheduler config's `source:` sections (unknown keys, types).
   validateSource({ type, ...source }, { file, path: "" });
-  if (backend !== undefined && backend !== "cow" && backend !== "chunked") {
+  // `cowfile` is backy 2.2's name for the same raw-image layout.
+  if (
+    backend !== undefined && backend !== "cow" && backend !== "chunked" && backend !== "cowfile"
+  ) {
     throw new BackyError(
       `job config ${file}: backend must be 'cow' or 'chunked', not '${backend}'`,
     );
@@ -47,7 +50,7 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
   return {
     type: type as SourceType,
     source,
-    backend: (backend as Backend | undefined) ?? "cow",
+    backend: backend === "chunked" ? "chunked" : "cow",
     schedule: schedule as JobDirConfig["schedule"],
   };
 }

@@ -248,10 +248,17 @@ export class JobRunner {
     let backend: Backend | undefined = this.cfg.backend;
     try {
       previous = await Deno.readTextFile(file);
-      // The backend never flips by itself: keep what the job directory already uses.
-      backend ??= parseJobConfig(previous, file).backend;
     } catch {
       previous = undefined;
+    }
+    if (previous !== undefined && backend === undefined) {
+      // The backend never flips by itself: keep what the job directory already uses, also
+      // when its config is from another version (e.g. 2.2's `backend: cowfile`).
+      try {
+        backend = parseJobConfig(previous, file).backend;
+      } catch {
+        backend = /^backend:\s*chunked\s*$/m.test(previous) ? "chunked" : "cow";
+      }
     }
     backend ??= await probeBackend(this.dir);
     const { type, ...source } = this.cfg.source;
