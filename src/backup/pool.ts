@@ -83,7 +83,7 @@ export class WorkerPool {
   }
 
   read(req: Omit<ReadBlock, "op">): Promise<ReadResult> {
-    return this.send({ op: "read", ...req });
+    return this.send({ op: "read", ...req }, req.into ? [req.into.buffer as ArrayBuffer] : []);
   }
 
   /** The block's buffer moves to the Worker (no copy) and comes back in the result. */

@@ -47,6 +47,8 @@ export interface ReadBlock {
   store: StoreRef;
   /** null = all-zero block; undefined = legacy image without index (no hash to check). */
   digest?: Uint8Array | null;
+  /** A spare buffer (moved to the Worker) to return the data in, instead of a new one. */
+  into?: Uint8Array;
   /** Write into this file at `offset` instead of returning the data. */
   out?: { path: string; writeZeros: boolean };
 }

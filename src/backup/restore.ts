@@ -150,18 +150,26 @@ export async function restore(
       : undefined;
     const stream = out.kind === "stream" ? out : undefined;
     const zeros = new Uint8Array(BLOCK_SIZE);
+    // Stream output: block buffers travel to the Workers and back instead of a fresh
+    // 4 MiB allocation per block (page faults on new memory are expensive here).
+    const spare: Uint8Array[] = [];
     await pipeline(count, pool.size * 3, (i) => {
       const offset = i * BLOCK_SIZE;
       const length = Math.min(BLOCK_SIZE, data.size - offset);
       const digest = data.index
         ? (data.index.isZero(i) ? null : data.index.digest(i).slice())
         : undefined;
-      return pool.read({ offset, length, store: data.store, digest, out: dest });
+      const into = stream && digest !== null
+        ? spare.pop() ?? new Uint8Array(BLOCK_SIZE)
+        : undefined;
+      return pool.read({ offset, length, store: data.store, digest, out: dest, into });
     }, async (i, r) => {
       if (!stream) return;
       const length = Math.min(BLOCK_SIZE, data.size - i * BLOCK_SIZE);
       await stream.write(r.data ?? zeros.subarray(0, length));
-      if (r.data) released(r.data.length);
+      if (r.data && r.data.buffer.byteLength === BLOCK_SIZE) {
+        spare.push(new Uint8Array(r.data.buffer as ArrayBuffer));
+      }
     });
     await pool.closeFiles();
     if (out.kind === "file") {

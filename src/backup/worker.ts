@@ -192,6 +192,10 @@ function read(m: ReadBlock): ReadResult {
     return { zero };
   }
   if (zero) return { zero };
+  if (m.into && m.into.length >= data.length) {
+    m.into.set(data);
+    return { data: m.into.subarray(0, data.length), zero };
+  }
   released(data.length);
   return { data: data.slice(), zero };
 }
