@@ -351,3 +351,22 @@ export async function legacyJob(
     await Deno.symlink(`${last}.rev`, join(job, "last.rev"));
   }
 }
+
+/**
+ * A job in `dir` (`dir/job`, source `dir/src.img` of the given blocks) with one backup
+ * tagged daily, and `dir/v1.img`, a copy of the source as backed up.
+ */
+export async function backedUpJob(
+  dir: string,
+  blocks: number[],
+  backend: "cow" | "chunked",
+): Promise<{ src: string; job: string; v1: string }> {
+  const src = join(dir, "src.img");
+  const job = join(dir, "job");
+  await writeImage(src, blocks);
+  await initJob(job, src, backend);
+  expectOk(await backy(["-b", job, "backup", "daily"]));
+  const v1 = join(dir, "v1.img");
+  await Deno.copyFile(src, v1);
+  return { src, job, v1 };
+}

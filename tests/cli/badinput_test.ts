@@ -11,6 +11,7 @@ import {
 import { join } from "node:path";
 import {
   assertIncludes,
+  backedUpJob,
   backy,
   BLOCK,
   expectOk,
@@ -30,13 +31,7 @@ import {
 Deno.test("missing and unreadable sources fail; earlier revisions stay restorable", async (t) => {
   const dir = await tempDir();
   try {
-    const src = join(dir, "src.img");
-    const job = join(dir, "job");
-    await writeImage(src, [21, 0, 22]);
-    await initJob(job, src, "chunked");
-    expectOk(await backy(["-b", job, "backup", "daily"]));
-    const v1 = join(dir, "v1.img");
-    await Deno.copyFile(src, v1);
+    const { src, job, v1 } = await backedUpJob(dir, [21, 0, 22], "chunked");
     const filesBefore = await listDir(job);
 
     const failsWith = async (message: string | RegExp, wrap?: string[]) => {
@@ -274,13 +269,7 @@ Deno.test("an ambiguous ID prefix is an error naming the candidates", async () =
 Deno.test("a second backup of the same job fails at once, readers are not blocked", async (t) => {
   const dir = await tempDir();
   try {
-    const src = join(dir, "src.img");
-    const job = join(dir, "job");
-    await writeImage(src, [81, 82]);
-    await initJob(job, src, "cow");
-    expectOk(await backy(["-b", job, "backup", "daily"]));
-    const v1 = join(dir, "v1.img");
-    await Deno.copyFile(src, v1);
+    const { job, v1 } = await backedUpJob(dir, [81, 82], "cow");
     const busy = `Error: another backup of ${job} is running (lock ${job}/.backup is held)\n`;
 
     await t.step("lock held by flock(1)", async () => {

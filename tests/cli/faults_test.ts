@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import {
   assertIncludes,
+  backedUpJob,
   backy,
   BLOCK,
   bytesEqual,
@@ -140,13 +141,7 @@ for (const backend of ["chunked", "cow"] as const) {
 Deno.test("chunked: a corrupted chunk is named on restore and no wrong bytes land", async () => {
   const dir = await tempDir();
   try {
-    const src = join(dir, "src.img");
-    const job = join(dir, "job");
-    await writeImage(src, [91, 92, 0, 93]);
-    await initJob(job, src, "chunked");
-    expectOk(await backy(["-b", job, "backup", "daily"]));
-    const v1 = join(dir, "v1.img");
-    await Deno.copyFile(src, v1);
+    const { src, job, v1 } = await backedUpJob(dir, [91, 92, 0, 93], "chunked");
     await writeImage(src, [91, 94, 0, 93]);
     expectOk(await backy(["-b", job, "backup", "daily"]));
     const v2 = join(dir, "v2.img");
@@ -201,13 +196,7 @@ Deno.test("chunked: a corrupted chunk is named on restore and no wrong bytes lan
 Deno.test("cow: a corrupted image block is detected on restore through the index", async () => {
   const dir = await tempDir();
   try {
-    const src = join(dir, "src.img");
-    const job = join(dir, "job");
-    await writeImage(src, [95, 0, 96]);
-    await initJob(job, src, "cow");
-    expectOk(await backy(["-b", job, "backup", "daily"]));
-    const v1 = join(dir, "v1.img");
-    await Deno.copyFile(src, v1);
+    const { src, job, v1 } = await backedUpJob(dir, [95, 0, 96], "cow");
     await writeImage(src, [95, 0, 97]);
     expectOk(await backy(["-b", job, "backup", "daily"]));
     const [A, B] = await revisions(job);
@@ -238,13 +227,7 @@ Deno.test("cow: a corrupted image block is detected on restore through the index
 Deno.test("cow: a verification failure fails the backup and never becomes a parent", async () => {
   const dir = await tempDir();
   try {
-    const src = join(dir, "src.img");
-    const job = join(dir, "job");
-    await writeImage(src, [101, 102, 0]);
-    await initJob(job, src, "cow");
-    expectOk(await backy(["-b", job, "backup", "daily"]));
-    const v1 = join(dir, "v1.img");
-    await Deno.copyFile(src, v1);
+    const { src, job, v1 } = await backedUpJob(dir, [101, 102, 0], "cow");
     const [A] = await revisions(job);
 
     // A cp that clones, then damages block 0 of the clone (which the next backup keeps).
@@ -295,13 +278,7 @@ printf 'DAMAGED' | dd of="$last" bs=1 seek=1000 conv=notrunc 2>/dev/null
 Deno.test("chunked: a corrupt stored chunk fails verification, then heals", async (t) => {
   const dir = await tempDir();
   try {
-    const src = join(dir, "src.img");
-    const job = join(dir, "job");
-    await writeImage(src, [111, 0, 112]);
-    await initJob(job, src, "chunked");
-    expectOk(await backy(["-b", job, "backup", "daily"]));
-    const v1 = join(dir, "v1.img");
-    await Deno.copyFile(src, v1);
+    const { src, job, v1 } = await backedUpJob(dir, [111, 0, 112], "chunked");
     const [A] = await revisions(job);
 
     await t.step("a new block deduplicated against a rotten chunk", async () => {
