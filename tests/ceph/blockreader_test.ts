@@ -3,11 +3,11 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:ass
 import { openSnapshotReader, qemuRbdFilename } from "../../src/sources/ceph/blockreader.ts";
 import { BackyError } from "../../src/util/errors.ts";
 import {
+  assertSameBytes,
   cephCluster,
   cephTest,
   createTestImage,
   expectedImage,
-  firstDifference,
   pattern,
   rbdCli,
   reportIgnored,
@@ -18,12 +18,6 @@ import {
 const MiB = 1024 * 1024;
 const cluster = await cephCluster();
 reportIgnored(cluster, "blockreader_test.ts");
-
-function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string) {
-  assertEquals(actual.length, expected.length, `${what}: length`);
-  const at = firstDifference(actual, expected);
-  assertEquals(at, -1, `${what}: first difference at offset ${at}`);
-}
 
 /** PIDs of running qemu-nbd processes whose command line mentions `needle`. */
 function qemuNbdPids(needle: string): number[] {

@@ -10,6 +10,7 @@
  * Test images are written through the `rbd` CLI directly, not through src/, so the code
  * under test does not set up its own fixtures.
  */
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
 
 export interface CephCluster {
   /** Environment for ceph/rbd/qemu clients (CEPH_CONF, …). */
@@ -268,6 +269,13 @@ export async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8
 }
 
 /** First differing offset, or -1 (a readable failure instead of a 64 MiB assertEquals dump). */
+/** Byte-for-byte equality that reports the first differing offset, not two huge dumps. */
+export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string) {
+  assertEquals(actual.length, expected.length, `${what}: length`);
+  const at = firstDifference(actual, expected);
+  assertEquals(at, -1, `${what}: first difference at offset ${at}`);
+}
+
 export function firstDifference(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;

@@ -7,7 +7,8 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { join } from "node:path";
 import YAML from "yaml";
 import { backy, expectOk, type Result, type RevInfo, revisions, tempDir } from "../helpers.ts";
-import { type CephCluster, firstDifference, rbdCli } from "./cluster.ts";
+import { type CephCluster, rbdCli } from "./cluster.ts";
+export { assertSameBytes } from "./cluster.ts";
 
 export const MiB = 1024 * 1024;
 export const OBJECT = 4 * MiB;
@@ -74,12 +75,6 @@ export async function exportBytes(c: CephCluster, spec: string): Promise<Uint8Ar
 export async function restoreBytes(job: CephJob, rev: string): Promise<Uint8Array> {
   const r = expectOk(await job.run(["restore", "-r", rev, "-"]), `restore -r ${rev}`);
   return r.stdoutBytes;
-}
-
-export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string) {
-  assertEquals(actual.length, expected.length, `${what}: length`);
-  const at = firstDifference(actual, expected);
-  assertEquals(at, -1, `${what}: first difference at offset ${at}`);
 }
 
 /** Asserts the job holds exactly these revisions (oldest first), all complete. */

@@ -8,11 +8,11 @@ import {
 } from "../../src/sources/ceph/rbd.ts";
 import { BackyError } from "../../src/util/errors.ts";
 import {
+  assertSameBytes,
   cephCluster,
   cephTest,
   createTestImage,
   expectedImage,
-  firstDifference,
   pattern,
   readAll,
   removeImage,
@@ -25,12 +25,6 @@ import {
 const MiB = 1024 * 1024;
 const cluster = await cephCluster();
 reportIgnored(cluster, "rbd_test.ts");
-
-function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string) {
-  assertEquals(actual.length, expected.length, `${what}: length`);
-  const at = firstDifference(actual, expected);
-  assertEquals(at, -1, `${what}: first difference at offset ${at}`);
-}
 
 /** Writes spread over several 4 MiB objects, including unaligned ones and one at the end. */
 function someWrites(size: number, seed: number): Write[] {
