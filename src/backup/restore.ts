@@ -7,7 +7,6 @@ import { basename, dirname, join, resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { exists, fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
-import { released } from "../util/gc.ts";
 import { BLOCK_SIZE, blockCount, type BlockIndex } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
@@ -226,8 +225,11 @@ async function restoreToRbd(
       const digest = data.index
         ? (data.index.isZero(k) ? null : data.index.digest(k).slice())
         : undefined;
-      return pool.read({ offset, length, store: data.store, digest });
+      // Buffers come back from rbd's stdin (onWritten below) for the next blocks.
+      const into = digest !== null ? spare.pop() ?? new Uint8Array(BLOCK_SIZE) : undefined;
+      return pool.read({ offset, length, store: data.store, digest, into });
     };
+    const spare: Uint8Array[] = [];
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
         while (inflight.length < pool.size * 3 && i + inflight.length < count) {
@@ -244,10 +246,15 @@ async function restoreToRbd(
         i++;
         // One shared zero block: rbd's stdin writer is done with a chunk before asking for more.
         controller.enqueue(r.data ?? zeros.subarray(0, length));
-        if (r.data) released(r.data.length);
       },
     }, { highWaterMark: 4 });
-    await rbd.importFrom(stream, tmp);
+    await rbd.importFrom(stream, tmp, {
+      onWritten: (chunk) => {
+        if (chunk.buffer.byteLength === BLOCK_SIZE && chunk.buffer !== zeros.buffer) {
+          spare.push(new Uint8Array(chunk.buffer as ArrayBuffer));
+        }
+      },
+    });
     if (existing) await rbd.remove(spec);
     await rbd.rename(tmp, spec);
     log.info("Restore complete", { id: rev.id, image: spec, bytes: data.size });

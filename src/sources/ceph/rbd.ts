@@ -228,13 +228,18 @@ export class Rbd {
   async importFrom(
     source: ReadableStream<Uint8Array>,
     target: string,
-    options: { imageFormat?: 1 | 2 } = {},
+    options: {
+      imageFormat?: 1 | 2;
+      /** Called with each chunk once rbd's stdin took it (the caller may reuse it then). */
+      onWritten?: (chunk: Uint8Array) => void;
+    } = {},
   ): Promise<void> {
     await this.#pipeInto(
       ["import", "--image-format", String(options.imageFormat ?? 2), "-", target],
       target,
       source,
       true,
+      options.onWritten,
     );
   }
 
@@ -372,6 +377,7 @@ export class Rbd {
     subject: string,
     source: ReadableStream<Uint8Array>,
     removeOnAbort: boolean,
+    onWritten?: (chunk: Uint8Array) => void,
   ): Promise<void> {
     const argv = this.#argv(args);
     let child: Deno.ChildProcess;
@@ -399,6 +405,7 @@ export class Rbd {
       if (chunk.done) break;
       try {
         await writer.write(chunk.value);
+        onWritten?.(chunk.value);
       } catch {
         // rbd closed its stdin (it failed); its exit status and stderr say why
         sinkBroken = true;
