@@ -154,14 +154,29 @@ export class JobDir {
   }
 }
 
+/**
+ * `<id>` when `entry` is a regular `<id>.rev` file. `last.rev` is a link to a real .rev;
+ * symlinks never count (2.0 dangling-link bug).
+ */
+export function revisionIdOf(entry: Deno.DirEntry): string | undefined {
+  if (!entry.isFile || !entry.name.endsWith(".rev")) return undefined;
+  return entry.name.slice(0, -4) || undefined;
+}
+
+/** History order: oldest first, ties by id. */
+export function byHistory(
+  a: { timestampUs: number; id: string },
+  b: { timestampUs: number; id: string },
+): number {
+  return a.timestampUs - b.timestampUs || (a.id < b.id ? -1 : 1);
+}
+
 /** Reads every `<id>.rev` in a directory; unreadable ones are reported, never dropped silently. */
 export async function scanRevisions(dir: string): Promise<Scan> {
   const revisions: Revision[] = [];
   const problems: string[] = [];
   for await (const entry of Deno.readDir(dir)) {
-    // `last.rev` is a link to a real .rev; symlinks never count (2.0 dangling-link bug).
-    if (!entry.isFile || !entry.name.endsWith(".rev")) continue;
-    const id = entry.name.slice(0, -4);
+    const id = revisionIdOf(entry);
     if (!id) continue;
     const file = join(dir, entry.name);
     try {
@@ -170,6 +185,6 @@ export async function scanRevisions(dir: string): Promise<Scan> {
       problems.push(errorMessage(e));
     }
   }
-  revisions.sort((a, b) => a.timestampUs - b.timestampUs || (a.id < b.id ? -1 : 1));
+  revisions.sort(byHistory);
   return { revisions, problems };
 }

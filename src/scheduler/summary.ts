@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import { parseRevision, type Trust } from "../repo/revision.ts";
 import { quickRevision } from "./quickrev.ts";
+import { byHistory, revisionIdOf } from "../repo/jobdir.ts";
 
 export interface JobSummary {
   /** Unix seconds of the newest complete revision carrying each tag. */
@@ -69,21 +70,10 @@ function revisionFacts(text: string, file: string, id: string): RevFacts | undef
   }
 }
 
-/** `<id>` when `entry` is a regular `<id>.rev` file (as `scanRevisions` takes them). */
-function revId(entry: Deno.DirEntry): string | undefined {
-  if (!entry.isFile || !entry.name.endsWith(".rev")) return undefined;
-  return entry.name.slice(0, -4) || undefined;
-}
-
-/** Oldest first, as `scanRevisions` orders them. */
-function byTime(a: RevFacts, b: RevFacts): number {
-  return a.timestampUs - b.timestampUs || (a.id < b.id ? -1 : 1);
-}
-
 async function readRevisions(dir: string): Promise<RevFacts[]> {
   const out: RevFacts[] = [];
   for await (const entry of Deno.readDir(dir)) {
-    const id = revId(entry);
+    const id = revisionIdOf(entry);
     if (!id) continue;
     const file = join(dir, entry.name);
     let text: string;
@@ -95,13 +85,13 @@ async function readRevisions(dir: string): Promise<RevFacts[]> {
     const facts = revisionFacts(text, file, id);
     if (facts) out.push(facts);
   }
-  return out.sort(byTime);
+  return out.sort(byHistory);
 }
 
 function readRevisionsSync(dir: string): RevFacts[] {
   const out: RevFacts[] = [];
   for (const entry of Deno.readDirSync(dir)) {
-    const id = revId(entry);
+    const id = revisionIdOf(entry);
     if (!id) continue;
     const file = join(dir, entry.name);
     let text: string;
@@ -113,7 +103,7 @@ function readRevisionsSync(dir: string): RevFacts[] {
     const facts = revisionFacts(text, file, id);
     if (facts) out.push(facts);
   }
-  return out.sort(byTime);
+  return out.sort(byHistory);
 }
 
 function summarize(revisions: RevFacts[], mtimeMs: number): JobSummary {
