@@ -46,6 +46,8 @@ let scratch: Uint8Array | undefined;
 /**
  * Writes a whole new file's content durably: O_DIRECT for the data (padded to the
  * alignment, then truncated back), fdatasync for the metadata. Falls back to buffered I/O.
+ * `data` at the start of a page-aligned buffer (alignedBuffer) with room behind it is
+ * written in place: the bytes after it, up to the next 4 KiB, are zeroed.
  */
 export function writeFileDurably(path: string, data: Uint8Array, mode: number): void {
   const dfd = openDirect(path, true);
@@ -61,9 +63,15 @@ export function writeFileDurably(path: string, data: Uint8Array, mode: number): 
   }
   try {
     const padded = Math.ceil(data.length / ALIGN) * ALIGN;
-    if (!scratch || scratch.length < padded) scratch = alignedBuffer(Math.max(padded, 4 << 20));
-    const out = scratch.subarray(0, padded);
-    out.set(data);
+    let out: Uint8Array;
+    if (data.byteOffset === 0 && isPageAligned(data) && data.buffer.byteLength >= padded) {
+      // Already in an aligned buffer with room for the padding: no copy.
+      out = new Uint8Array(data.buffer, 0, padded);
+    } else {
+      if (!scratch || scratch.length < padded) scratch = alignedBuffer(Math.max(padded, 4 << 20));
+      out = scratch.subarray(0, padded);
+      out.set(data);
+    }
     out.fill(0, data.length);
     pwriteAll(dfd, out, 0);
     fs.ftruncateSync(dfd, data.length);

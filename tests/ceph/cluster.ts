@@ -251,12 +251,12 @@ export async function removeImage(cluster: CephCluster, spec: string): Promise<v
   await rbdCli(cluster, ["rm", "--no-progress", spec]);
 }
 
-/** Collects a stream into one array. */
-export async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+/** Collects a stream into one array (chunks may be reused buffers: each is copied). */
+export async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let len = 0;
   for await (const c of stream) {
-    chunks.push(c);
+    chunks.push(c.slice());
     len += c.length;
   }
   const out = new Uint8Array(len);

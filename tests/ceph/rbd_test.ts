@@ -200,13 +200,13 @@ cephTest(cluster, "kill() aborts a running export", async (c) => {
   try {
     await rbd.snapCreate(img.spec, "s");
     const s = rbd.export(`${img.spec}@s`);
-    const reader = s.stdout.getReader();
-    const first = await reader.read();
+    const reader = s.stdout[Symbol.asyncIterator]();
+    const first = await reader.next();
     assert(!first.done && first.value.length > 0);
     s.kill();
     let total = first.value.length;
     // the pipe may still hold some data; it ends short of the image
-    for (let r = await reader.read(); !r.done; r = await reader.read()) total += r.value.length;
+    for (let r = await reader.next(); !r.done; r = await reader.next()) total += r.value.length;
     assert(total < size, `read ${total} of ${size} bytes after kill`);
     await rejects(s.done, (e: Error) => {
       assert(e instanceof RbdError);

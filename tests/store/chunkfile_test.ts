@@ -1,7 +1,13 @@
 import { deepStrictEqual as assertEquals, match as assertMatch, throws } from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as zlib from "node:zlib";
-import { chunkPath, readChunk, writeChunk } from "../../src/store/chunkfile.ts";
+import {
+  chunkPath,
+  looksIncompressible,
+  rawFrame,
+  readChunk,
+  writeChunk,
+} from "../../src/store/chunkfile.ts";
 import { randomBytes } from "../helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -50,6 +56,41 @@ Deno.test("a flipped byte in a stored (raw-block) chunk is reported, never retur
     });
     await Deno.writeFile(path, bytes.subarray(0, 1000)); // truncated
     throws(() => readChunk(dir, digest, data.length), /is corrupt/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("incompressible blocks are stored as zstd raw-block frames that zstd itself decodes", () => {
+  for (const size of [4 * MiB, 4 * MiB - 1000, 128 * 1024, 1, 0]) {
+    const data = randomBytes(size, size + 1);
+    const frame = rawFrame(data);
+    assertEquals(frame.length, 9 + 3 * Math.max(1, Math.ceil(size / (128 * 1024))) + size);
+    assertEquals(new Uint8Array(zlib.zstdDecompressSync(frame)), data, `size ${size}`);
+  }
+});
+
+Deno.test("the compressibility test: random data skips zstd, anything partly compressible not", () => {
+  const random = randomBytes(4 * MiB, 11);
+  assertEquals(looksIncompressible(random), true);
+  const quarter = random.slice();
+  quarter.fill(0, 3 * MiB); // a partly used block: the zeros compress
+  assertEquals(looksIncompressible(quarter), false);
+  const text = new TextEncoder().encode("backy ".repeat(800_000)).subarray(0, 4 * MiB);
+  assertEquals(looksIncompressible(text), false);
+  // Too small to sample: always compressed.
+  assertEquals(looksIncompressible(random.subarray(0, 64 * 1024)), false);
+});
+
+Deno.test("an incompressible chunk costs its size plus frame headers, and reads back", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "backy-chunks-" });
+  try {
+    const data = randomBytes(4 * MiB, 12);
+    const digest = sha(data);
+    const written = writeChunk(dir, digest, data);
+    assertEquals(written, 4 * MiB + 9 + 3 * 32);
+    assertEquals((await Deno.stat(chunkPath(dir, digest))).size, written);
+    assertEquals(new Uint8Array(readChunk(dir, digest, data.length)), data);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -8,6 +8,15 @@
  * info, snap ls, snap protect and the like, so it cannot be given globally as backy 2.1 did.
  */
 import { BackyError, errorMessage } from "../../util/errors.ts";
+import {
+  closeFd,
+  openPipe,
+  pipeBuffer,
+  pipeChunks,
+  type PipedChild,
+  spawnPiped,
+  writeAll,
+} from "../../util/pipe.ts";
 
 /** `rbd info --format=json` of an image or snapshot, the fields backy uses. */
 export interface RbdImageInfo {
@@ -34,7 +43,11 @@ export interface RbdSnapshot {
 
 /** A running `rbd export`/`export-diff` whose data arrives on `stdout`. */
 export interface RbdStream {
-  stdout: ReadableStream<Uint8Array>;
+  /**
+   * rbd's output through a big pipe (util/pipe.ts), as views of reused buffers: a chunk is
+   * valid until the next one is requested (copy what you keep).
+   */
+  stdout: AsyncIterable<Uint8Array>;
   /**
    * Settles when rbd has exited: rejects with a BackyError (rbd's stderr) on a non-zero exit
    * or after kill(). Always await it after consuming stdout: a stream that ends early looks
@@ -334,40 +347,60 @@ export class Rbd {
     );
   }
 
+  /** Starts rbd with one end of a big pipe as its stdin or stdout (see util/pipe.ts). */
+  #spawnPiped(argv: string[], stdio: { stdin?: number; stdout?: number }): PipedChild {
+    try {
+      return spawnPiped(this.binary, argv, { ...stdio, env: this.#env, stderrLimit: STDERR_LIMIT });
+    } catch (e) {
+      throw this.#notFound(e);
+    }
+  }
+
   #stream(args: string[], subject: string): RbdStream {
     const argv = this.#argv(args);
-    let child: Deno.ChildProcess;
+    const pipe = openPipe();
+    let child: PipedChild;
     try {
-      child = this.#command(argv, { stdin: "null", stdout: "piped" }).spawn();
-    } catch (e) {
-      const err = this.#notFound(e);
+      child = this.#spawnPiped(argv, { stdout: pipe.writeFd });
+    } catch (err) {
       const done = Promise.reject(err);
       done.catch(() => {});
-      return { stdout: new ReadableStream({ start: (c) => c.error(err) }), done, kill() {} };
+      closeFd(pipe.readFd);
+      return { stdout: failing(err), done, kill() {} };
     }
-    const stderr = collectTail(child.stderr, STDERR_LIMIT);
     let exited = false;
     let killed = false;
     const done = (async () => {
-      const [status, text] = await Promise.all([child.status, stderr]);
-      exited = true;
-      if (killed) throw this.#error(argv, status.code, text, `for ${subject} was aborted`);
-      if (!status.success) throw this.#error(argv, status.code, text);
+      let code: number;
+      try {
+        code = await child.status;
+      } catch (e) {
+        throw this.#notFound(e);
+      } finally {
+        exited = true;
+      }
+      const text = await child.stderr;
+      if (killed) throw this.#error(argv, code, text, `for ${subject} was aborted`);
+      if (code !== 0) throw this.#error(argv, code, text);
     })();
     // Mark as handled: a consumer whose stdout read failed may throw before awaiting done,
     // which must not turn into an unhandled rejection that kills the process.
     done.catch(() => {});
+    const notFound = (e: unknown) => this.#notFound(e);
+    async function* output() {
+      yield* pipeChunks(pipe.readFd);
+      // At the end: if rbd could not even be started, the output must not look complete.
+      await child.status.catch((e) => {
+        throw notFound(e);
+      });
+    }
     return {
-      stdout: child.stdout,
+      stdout: output(),
       done,
       kill() {
         if (exited) return;
-        try {
-          child.kill("SIGTERM");
-          killed = true;
-        } catch {
-          // already exited
-        }
+        killed = true;
+        child.kill();
       },
     };
   }
@@ -380,19 +413,20 @@ export class Rbd {
     onWritten?: (chunk: Uint8Array) => void,
   ): Promise<void> {
     const argv = this.#argv(args);
-    let child: Deno.ChildProcess;
+    const pipe = openPipe();
+    let child: PipedChild;
     try {
-      child = this.#command(argv, { stdin: "piped", stdout: "null" }).spawn();
+      child = this.#spawnPiped(argv, { stdin: pipe.readFd });
     } catch (e) {
+      closeFd(pipe.writeFd);
       await source.cancel().catch(() => {});
-      throw this.#notFound(e);
+      throw e;
     }
-    const stderr = collectTail(child.stderr, STDERR_LIMIT);
-    const writer = child.stdin.getWriter();
     const reader = source.getReader();
     let sourceError: unknown;
     let sourceFailed = false;
     let sinkBroken = false;
+    let scratch: Uint8Array | undefined;
     for (;;) {
       let chunk: ReadableStreamReadResult<Uint8Array>;
       try {
@@ -404,25 +438,37 @@ export class Rbd {
       }
       if (chunk.done) break;
       try {
-        await writer.write(chunk.value);
-        onWritten?.(chunk.value);
+        const data = chunk.value;
+        if ((data.buffer as ArrayBuffer).resizable) {
+          // Calls on the thread pool cannot take resizable memory: copy, in pieces.
+          scratch ??= pipeBuffer(4 << 20);
+          for (let at = 0; at < data.length; at += scratch.length) {
+            const piece = data.subarray(at, at + scratch.length);
+            scratch.set(piece);
+            await writeAll(pipe.writeFd, scratch.subarray(0, piece.length));
+          }
+        } else await writeAll(pipe.writeFd, data);
+        onWritten?.(data);
       } catch {
         // rbd closed its stdin (it failed); its exit status and stderr say why
         sinkBroken = true;
         break;
       }
     }
-    if (sinkBroken) {
-      await reader.cancel().catch(() => {});
-    } else {
-      // Also after a source failure: rbd then completes a short image, removed below.
-      // Killing rbd instead leaves a stale watcher on the image that blocks `rbd rm` for 30 s.
-      await writer.close().catch(() => {});
+    // End of input, also after a source failure: rbd then completes a short image, removed
+    // below. Killing rbd instead leaves a stale watcher on the image that blocks `rbd rm`.
+    closeFd(pipe.writeFd);
+    if (sinkBroken) await reader.cancel().catch(() => {});
+    let code: number;
+    try {
+      code = await child.status;
+    } catch (e) {
+      throw this.#notFound(e);
     }
-    const [status, text] = await Promise.all([child.status, stderr]);
+    const text = await child.stderr;
     if (sourceFailed) {
       let leftover = `${subject} may be left incomplete`;
-      if (status.success && removeOnAbort) {
+      if (code === 0 && removeOnAbort) {
         // rbd succeeded, so it created the image itself: it is ours to remove
         const rm = await this.#spawnOutput(this.#argv(["rm", subject]));
         leftover = rm.success
@@ -436,8 +482,8 @@ export class Rbd {
         { cause: sourceError },
       );
     }
-    if (!status.success) throw this.#error(argv, status.code, text);
-    if (sinkBroken) throw this.#error(argv, status.code, text, "closed its input early");
+    if (code !== 0) throw this.#error(argv, code, text);
+    if (sinkBroken) throw this.#error(argv, code, text, "closed its input early");
   }
 }
 
@@ -472,24 +518,7 @@ export function summarizeStderr(stderr: string): string {
   return text.length > 500 ? `${text.slice(0, 497)}...` : text;
 }
 
-/** Reads a stream to its end, keeping only the last `limit` bytes, decoded. */
-async function collectTail(stream: ReadableStream<Uint8Array>, limit: number): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let kept = 0;
-  try {
-    for await (const chunk of stream) {
-      chunks.push(chunk);
-      kept += chunk.length;
-      while (kept - chunks[0].length >= limit) kept -= chunks.shift()!.length;
-    }
-  } catch {
-    // stderr is best-effort diagnostics
-  }
-  const all = new Uint8Array(kept);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(all.subarray(Math.max(0, kept - limit)));
+/** An output that fails on first read (rbd could not be started). */
+function failing(e: unknown): AsyncIterable<Uint8Array> {
+  return { [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(e) }) };
 }
