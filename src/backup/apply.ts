@@ -100,11 +100,8 @@ export async function applyDiff(
     inflight.push(p);
   };
 
-  const newBuffer = () => {
-    const b = free.pop() ?? alignedBuffer(BLOCK_SIZE);
-    b.fill(0);
-    return b;
-  };
+  // Not zeroed here: the Worker zeroes whatever the stream did not cover (`uncovered`).
+  const newBuffer = () => free.pop() ?? alignedBuffer(BLOCK_SIZE);
 
   /** Blocks before `upto` that the stream did not touch. */
   const passUntouched = async (upto: number) => {

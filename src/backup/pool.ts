@@ -23,7 +23,12 @@ export class WorkerPool {
   private pending = new Map<number, Pending & { worker: number }>();
   private nextId = 1;
 
-  constructor(size = Math.max(1, Math.min(2, navigator.hardwareConcurrency || 2))) {
+  /** One Worker per core, at most two (the coordinator and rbd need CPU too). */
+  static defaultSize(): number {
+    return Math.max(1, Math.min(2, navigator.hardwareConcurrency || 2));
+  }
+
+  constructor(size = WorkerPool.defaultSize()) {
     for (let i = 0; i < size; i++) {
       const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
       w.onmessage = (ev) => this.settle(ev.data);

@@ -60,8 +60,8 @@ export interface ReadResult {
 
 /**
  * A block assembled from a stream of changes (rbd diffs): `data` holds the bytes the stream
- * covered (zeros elsewhere); `uncovered` ranges take the parent's bytes when `base` is
- * "parent". Then it is stored like a backup block.
+ * covered (anything elsewhere: the buffer is reused); `uncovered` ranges take the parent's
+ * bytes when `base` is "parent", else zeros. Then it is stored like a backup block.
  */
 export interface ApplyBlock {
   op: "apply";

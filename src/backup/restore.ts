@@ -13,6 +13,7 @@ import { isComplete, type Revision } from "../repo/revision.ts";
 import type { StoreRef } from "./protocol.ts";
 import { pipeline, WorkerPool } from "./pool.ts";
 import { Rbd } from "../sources/ceph/rbd.ts";
+import { pipeBuffer } from "../util/pipe.ts";
 
 const log = logger("restore");
 
@@ -225,8 +226,9 @@ async function restoreToRbd(
       const digest = data.index
         ? (data.index.isZero(k) ? null : data.index.digest(k).slice())
         : undefined;
-      // Buffers come back from rbd's stdin (onWritten below) for the next blocks.
-      const into = digest !== null ? spare.pop() ?? new Uint8Array(BLOCK_SIZE) : undefined;
+      // Buffers come back from rbd's stdin (onWritten below) for the next blocks; page-
+      // aligned, so the kernel's copies into the pipe run at full speed.
+      const into = digest !== null ? spare.pop() ?? pipeBuffer(BLOCK_SIZE) : undefined;
       return pool.read({ offset, length, store: data.store, digest, into });
     };
     const spare: Uint8Array[] = [];
@@ -250,8 +252,8 @@ async function restoreToRbd(
     }, { highWaterMark: 4 });
     await rbd.importFrom(stream, tmp, {
       onWritten: (chunk) => {
-        if (chunk.buffer.byteLength === BLOCK_SIZE && chunk.buffer !== zeros.buffer) {
-          spare.push(new Uint8Array(chunk.buffer as ArrayBuffer));
+        if (chunk.buffer !== zeros.buffer) {
+          spare.push(new Uint8Array(chunk.buffer as ArrayBuffer, chunk.byteOffset, BLOCK_SIZE));
         }
       },
     });

@@ -125,31 +125,41 @@ function store(
 }
 
 function apply(m: ApplyBlock): ApplyResult {
-  const data = m.data.subarray(0, m.length);
-  if (m.base === "parent" && m.uncovered.length && m.parentDigest) {
-    let old: Uint8Array;
-    if (m.store.backend === "cow") {
-      // The new image is a clone of the parent: its bytes are the parent's.
-      old = preadFull(fd(m.store.image, "r"), buf2, m.length, m.offset);
-    } else {
-      old = readChunk(m.store.chunks, m.parentDigest, m.parentLength);
-    }
-    for (const [at, len] of m.uncovered) {
-      const end = Math.min(at + len, old.length);
-      if (end > at) data.set(old.subarray(at, end), at);
+  let data = m.data.subarray(0, m.length);
+  const whole = m.uncovered.length === 1 && m.uncovered[0][0] === 0 &&
+    m.uncovered[0][1] >= m.length;
+  if (whole && (m.base === "zero" || !m.parentDigest)) {
+    data = zeros.subarray(0, m.length); // nothing arrived for this block: it reads as zeros
+  } else if (m.uncovered.length) {
+    // The buffer holds only what the stream covered; the rest is the parent's or zeros.
+    for (const [at, len] of m.uncovered) data.fill(0, at, at + len);
+    if (m.base === "parent" && m.parentDigest) {
+      let old: Uint8Array;
+      if (m.store.backend === "cow") {
+        // The new image is a clone of the parent: its bytes are the parent's.
+        old = preadFull(fd(m.store.image, "r"), buf2, m.length, m.offset);
+      } else {
+        old = readChunk(m.store.chunks, m.parentDigest, m.parentLength);
+      }
+      for (const [at, len] of m.uncovered) {
+        const end = Math.min(at + len, old.length);
+        if (end > at) data.set(old.subarray(at, end), at);
+      }
     }
   }
   const result = store(m, data, m.parentDigest);
   return { ...result, buffer: m.data };
 }
 
+/** A block of the store; chunks are decoded straight into `into` when given. */
 function readStored(
   m: { offset: number; length: number; store: ReadBlock["store"] },
   digest: Uint8Array | null | undefined,
+  into?: Uint8Array,
 ): Uint8Array {
   if (m.store.backend === "cow") return preadFull(fd(m.store.image, "r"), buf, m.length, m.offset);
   if (!digest) return zeros.subarray(0, m.length);
-  return readChunk(m.store.chunks, digest, m.length);
+  return readChunk(m.store.chunks, digest, m.length, into);
 }
 
 function check(m: CheckBlock): CheckResult {
@@ -174,7 +184,7 @@ function read(m: ReadBlock): ReadResult {
     data = zeros.subarray(0, m.length);
     zero = true;
   } else {
-    data = readStored(m, m.digest);
+    data = readStored(m, m.digest, m.into);
     if (m.digest !== undefined && m.store.backend === "cow") {
       const got = sha256(data);
       if (!sameDigest(got, m.digest)) {
@@ -193,7 +203,7 @@ function read(m: ReadBlock): ReadResult {
   }
   if (zero) return { zero };
   if (m.into && m.into.length >= data.length) {
-    m.into.set(data);
+    if (data.buffer !== m.into.buffer) m.into.set(data);
     return { data: m.into.subarray(0, data.length), zero };
   }
   released(data.length);

@@ -112,19 +112,23 @@ export function rawFrame(data: Uint8Array): Uint8Array {
 
 /** One output buffer per (de)compression instead of node's default 16 KiB pieces. */
 const ZSTD_CHUNK = 4 * 1024 * 1024 + 64 * 1024;
-let readBuf = new Uint8Array(ZSTD_CHUNK);
+let readBuf = alignedBuffer(ZSTD_CHUNK);
 
 let outBuf: Uint8Array | undefined;
 
 /**
  * Incompressible blocks (most VM data that is already compressed or encrypted) come out of
  * zstd as a frame of raw blocks. Decoding those means copying their payload; doing that
- * into a reused buffer instead of zlib's fresh 4 MiB allocation per chunk halves the cost
- * of restores and verification here (page faults on fresh memory dominate). Returns
- * undefined for anything else (compressed blocks, several frames), which zlib decodes.
- * The result is valid until the next call; the caller's SHA-256 check covers its content.
+ * into a reused buffer (or the caller's) instead of zlib's fresh 4 MiB allocation per chunk
+ * halves the cost of restores and verification here (page faults on fresh memory
+ * dominate). Returns undefined for anything else (compressed blocks, several frames), which
+ * zlib decodes. The caller's SHA-256 check covers the content.
  */
-function storedFrame(packed: Uint8Array, expected: number): Uint8Array | undefined {
+function storedFrame(
+  packed: Uint8Array,
+  expected: number,
+  into: Uint8Array | undefined,
+): Uint8Array | undefined {
   if (packed.length < 6) return undefined;
   const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
   if (view.getUint32(0, true) !== 0xfd2fb528) return undefined;
@@ -132,7 +136,13 @@ function storedFrame(packed: Uint8Array, expected: number): Uint8Array | undefin
   const fcsFlag = fhd >> 6, single = (fhd >> 5) & 1, checksum = (fhd >> 2) & 1;
   let pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3];
   pos += [single ? 1 : 0, 2, 4, 8][fcsFlag];
-  if (!outBuf || outBuf.length < expected) outBuf = alignedBuffer(Math.max(expected, ZSTD_CHUNK));
+  let target = into;
+  if (!target || target.length < expected) {
+    if (!outBuf || outBuf.length < expected) {
+      outBuf = alignedBuffer(Math.max(expected, ZSTD_CHUNK));
+    }
+    target = outBuf;
+  }
   let out = 0;
   while (true) {
     if (pos + 3 > packed.length) return undefined;
@@ -142,11 +152,11 @@ function storedFrame(packed: Uint8Array, expected: number): Uint8Array | undefin
     if (out + size > expected) return undefined;
     if (type === 0) {
       if (pos + size > packed.length) return undefined;
-      outBuf.set(packed.subarray(pos, pos + size), out);
+      target.set(packed.subarray(pos, pos + size), out);
       pos += size;
     } else if (type === 1) {
       if (pos + 1 > packed.length) return undefined;
-      outBuf.fill(packed[pos], out, out + size);
+      target.fill(packed[pos], out, out + size);
       pos += 1;
     } else return undefined;
     out += size;
@@ -154,36 +164,60 @@ function storedFrame(packed: Uint8Array, expected: number): Uint8Array | undefin
   }
   if (checksum) pos += 4;
   if (pos !== packed.length) return undefined;
-  return outBuf.subarray(0, out);
+  return target.subarray(0, out);
+}
+
+/**
+ * A chunk file's bytes, into a reused page-aligned buffer. O_DIRECT where the filesystem
+ * allows it: chunks are mostly read once (restore, verification), so the page cache would
+ * only add a copy and push out what is worth caching.
+ */
+function readPacked(path: string): Uint8Array {
+  let fd: number;
+  let direct = true;
+  try {
+    fd = fs.openSync(path, fs.constants.O_RDONLY | (fs.constants.O_DIRECT ?? 0));
+  } catch (e) {
+    if ((e as { code?: string }).code !== "EINVAL") throw e;
+    fd = fs.openSync(path, "r"); // e.g. tmpfs
+    direct = false;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const want = direct ? Math.ceil(size / 4096) * 4096 : size;
+    if (want > readBuf.length) readBuf = alignedBuffer(want);
+    let got = 0;
+    while (got < size) {
+      const n = fs.readSync(fd, readBuf, got, want - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return readBuf.subarray(0, Math.min(got, size));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /**
  * Reads a chunk, decompresses it and proves its content hash; anything else is an error.
- * The returned bytes may live in a buffer the next call reuses: copy what you keep.
+ * The bytes land in `into` when given (and large enough), else in a buffer the next call
+ * reuses: copy what you keep.
  */
-export function readChunk(chunksDir: string, digest: Uint8Array, length: number): Uint8Array {
+export function readChunk(
+  chunksDir: string,
+  digest: Uint8Array,
+  length: number,
+  into?: Uint8Array,
+): Uint8Array {
   const path = chunkPath(chunksDir, digest);
   let packed: Uint8Array;
   try {
-    const fd = fs.openSync(path, "r");
-    try {
-      const size = fs.fstatSync(fd).size;
-      if (size > readBuf.length) readBuf = new Uint8Array(size);
-      let got = 0;
-      while (got < size) {
-        const n = fs.readSync(fd, readBuf, got, size - got, got);
-        if (n === 0) break;
-        got += n;
-      }
-      packed = readBuf.subarray(0, got);
-    } finally {
-      fs.closeSync(fd);
-    }
+    packed = readPacked(path);
   } catch (e) {
     const why = (e as { code?: string }).code === "ENOENT" ? "missing" : String(e);
     throw new BackyError(`chunk ${path} is unreadable: ${why}`);
   }
-  let data: Uint8Array | undefined = storedFrame(packed, length);
+  let data: Uint8Array | undefined = storedFrame(packed, length, into);
   if (!data) {
     try {
       data = zlib.zstdDecompressSync(packed, { chunkSize: ZSTD_CHUNK });
@@ -191,6 +225,10 @@ export function readChunk(chunksDir: string, digest: Uint8Array, length: number)
       throw new BackyError(`chunk ${path} is corrupt: cannot decompress`);
     }
     released(data.length);
+    if (into && into.length >= data.length) {
+      into.set(data);
+      data = into.subarray(0, data.length);
+    }
   }
   if (data.length !== length) {
     throw new BackyError(`chunk ${path} is corrupt: ${data.length} bytes instead of ${length}`);
