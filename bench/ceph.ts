@@ -8,10 +8,13 @@
  *   - `rbd export POOL/IMAGE - > /dev/null` vs the first (full) backy backup,
  *   - 5 % of the image rewritten (whole 4 MiB objects at random offsets), then an
  *     incremental backup: its time and the bytes that crossed rbd (`bytes_received`),
- *   - `rbd import FILE POOL/NEW` of a raw file vs `backy restore -r 0 rbd:POOL/NEW`.
- * For context it also measures what any streaming backup pays before doing its own work:
- * `rbd export-diff` through a pipe, and the same stream written to a file on the job disk
- * and fdatasync'ed.
+ *   - `rbd import FILE POOL/NEW` of a raw file vs `backy restore -r 0 rbd:POOL/NEW`, both
+ *     with the page cache dropped first (a restore reads the job disk; so does the
+ *     reference), plus `rbd import` of a cached FILE for context.
+ * For context it also measures what storing the image costs here before any backup logic:
+ * `rbd export-diff` through a pipe, the fastest plain copy onto the job disk
+ * (`rbd export | dd oflag=direct`), and the disk alone reading the OSD's block file while
+ * writing as much to the job disk (the OSD and the job share one disk on a test machine).
  * Backends: chunked in a job directory on the local disk; cow on an XFS filesystem with
  * reflink on a loop device (direct I/O, so its pages are not cached twice).
  */
@@ -234,8 +237,14 @@ try {
   const identical: Record<string, boolean> = { chunked: true, cow: true };
   const EXPORT = "rbd export POOL/IMAGE - > /dev/null";
   const PIPE = "  rbd export-diff --whole-object @snap - | cat > /dev/null";
-  const DISK = "  rbd export-diff ... | dd of=FILE conv=fdatasync (job disk)";
-  const IMPORT = "rbd import FILE POOL/NEW";
+  const DISK = "  rbd export POOL/IMAGE - | dd of=FILE oflag=direct (job disk)";
+  const FLOOR = "  dd: read OSD block file + write job disk at once (O_DIRECT)";
+  const IMPORT = "rbd import FILE POOL/NEW (FILE not cached)";
+  const IMPORT_WARM = "  rbd import FILE POOL/NEW (FILE in page cache)";
+  // Restores read their data from the job disk; so does the reference, from a cold cache.
+  const cold = "sync; echo 3 > /proc/sys/vm/drop_caches";
+  const osdBlock = join(CLUSTER_DIR, "osd", "0", "block");
+  const mib = Math.floor(size / MiB);
 
   for (let round = 1; round <= rounds; round++) {
     console.error(`round ${round} of ${rounds}`);
@@ -246,11 +255,21 @@ try {
         `rbd export-diff --no-progress --whole-object ${image}@bench-base - | cat > /dev/null`,
       ),
     );
+    // What storing the image costs on this machine before any backup logic: the fastest
+    // plain copy onto the job disk, and the disk alone doing the same amount of I/O.
     record(
       DISK,
       await measure(
-        `rbd export-diff --no-progress --whole-object ${image}@bench-base - | ` +
-          `dd of=${work}/stream bs=4M conv=fdatasync status=none; rm -f ${work}/stream`,
+        `rbd export --no-progress ${image} - | dd of=${work}/copy bs=4M iflag=fullblock ` +
+          `oflag=direct status=none; rm -f ${work}/copy`,
+      ),
+    );
+    record(
+      FLOOR,
+      await measure(
+        `dd if=${osdBlock} of=/dev/null bs=4M count=${mib / 4} iflag=direct status=none & ` +
+          `dd if=/dev/zero of=${work}/zero bs=4M count=${mib / 4} oflag=direct status=none; ` +
+          `wait; rm -f ${work}/zero`,
       ),
     );
 
@@ -282,13 +301,18 @@ try {
       const want = round === 1 ? await sum(`${image}@backy-${rev.id}`) : undefined;
 
       const target = `${pool}/restored-${job.name}`;
+      await timed(cold);
       record(
         `backy restore -r 0 rbd:POOL/NEW (${job.label})`,
         await measure(backy(dir, `restore -r 0 rbd:${target}`)),
       );
       if (want !== undefined) identical[job.name] = (await sum(target)) === want;
       await timed(`rbd rm --no-progress ${target}`);
+      await timed(cold);
       record(IMPORT, await measure(`rbd import --no-progress ${raw} ${pool}/imported`));
+      await timed(`rbd rm --no-progress ${pool}/imported`);
+      await timed(`cat ${raw} > /dev/null`);
+      record(IMPORT_WARM, await measure(`rbd import --no-progress ${raw} ${pool}/imported`));
       await timed(`rbd rm --no-progress ${pool}/imported`);
       if (round < rounds) await Deno.remove(dir, { recursive: true });
     }
@@ -299,11 +323,13 @@ try {
     EXPORT,
     PIPE,
     DISK,
+    FLOOR,
     ...jobs.flatMap((j) => [
       `backy backup, full (${j.label})`,
       `backy backup, incremental (${j.label})`,
     ]),
     IMPORT,
+    IMPORT_WARM,
     ...jobs.map((j) => `backy restore -r 0 rbd:POOL/NEW (${j.label})`),
   ];
   const lines: string[][] = [[
@@ -317,7 +343,7 @@ try {
   ]];
   for (const what of order) {
     const m = median(what);
-    const bytes = what.includes("incremental") ? count * OBJECT : size;
+    const bytes = what.includes("incremental") ? count * OBJECT : what === FLOOR ? 2 * size : size;
     lines.push([
       what,
       `${m.toFixed(2)} s`,
@@ -358,7 +384,7 @@ try {
         verdict(median(EXPORT) / full >= 0.8),
       ],
       [
-        `  same, vs export-diff piped to the job disk (${j.name})`,
+        `  same, vs rbd export | dd onto the job disk (${j.name})`,
         x(median(DISK) / full),
         "(context)",
         "",
@@ -376,10 +402,16 @@ try {
         verdict(inc / median(EXPORT) <= 0.5),
       ],
       [
-        `restore into Ceph vs rbd import (${j.name})`,
+        `restore into Ceph vs rbd import, both from disk (${j.name})`,
         x(median(IMPORT) / rest),
         ">= 0.80x",
         verdict(median(IMPORT) / rest >= 0.8),
+      ],
+      [
+        `  same, vs rbd import of a cached FILE (${j.name})`,
+        x(median(IMPORT_WARM) / rest),
+        "(context)",
+        "",
       ],
       [
         `restored image = backed-up snapshot (${j.name})`,

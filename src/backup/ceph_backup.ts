@@ -11,8 +11,7 @@ import { BLOCK_SIZE, blockCount, type BlockIndex, sameDigest } from "../repo/ind
 import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
 import { parseDiff } from "../sources/ceph/diff.ts";
-import { openSnapshotReader } from "../sources/ceph/blockreader.ts";
-import type { RbdImageInfo } from "../sources/ceph/rbd.ts";
+import { openSnapshotReader, type SnapshotReader } from "../sources/ceph/blockreader.ts";
 import { cephSettings, CephSource, SNAP_PREFIX } from "../sources/ceph/source.ts";
 import { applyDiff } from "./apply.ts";
 import { type BackupDriver, createStore, syncStore, VerificationError } from "./backup.ts";
@@ -54,9 +53,17 @@ export function cephDriver(job: JobDir): BackupDriver {
       const snap = SNAP_PREFIX + rev.id;
       const how = await source.createSnapshot(rev.id);
       rev.stats.snapshot = how.method;
-      // The snapshot's size for verification, asked while the data streams.
+      // The snapshot's size and a reader for verification (qemu-nbd), started while the
+      // data streams: its start-up then costs no time of its own.
       const snapInfo = source.rbd.info(`${source.spec}@${snap}`);
       snapInfo.catch(() => {}); // awaited before verification
+      const reader = snapInfo.then((info) => {
+        if (!info) throw new BackyError(`snapshot ${source.spec}@${snap} does not exist`);
+        return openSnapshotReader(source.settings.pool, source.settings.image, snap, {
+          size: info.size,
+        });
+      });
+      reader.catch(() => {}); // awaited before verification
       const mode = diffFrom && parentIndex ? "diff" : "full";
       const store = await createStore(job, rev, parent);
       // Twice the usual Workers: here they mostly wait for chunk/image writes (the disk is
@@ -100,20 +107,13 @@ export function cephDriver(job: JobDir): BackupDriver {
           received: stats.received,
           changed: stats.changed,
         });
-        const checked = await verifySample(
-          source,
-          snap,
-          await snapInfo,
-          stats.index,
-          store,
-          pool,
-          rev.id,
-        );
+        const checked = await verifySample(reader, snap, stats.index, store, pool, rev.id);
         rev.stats.verification = "sampled";
         rev.stats.verified_blocks = checked;
         rev.stats.verification_method = "qemu-nbd";
       } finally {
         pool.terminate();
+        await reader.then((r) => r.close(), () => {});
       }
     },
 
@@ -128,9 +128,8 @@ export function cephDriver(job: JobDir): BackupDriver {
  * the stored revision; also the total size. Random order, so a time cap still spreads.
  */
 async function verifySample(
-  source: CephSource,
+  opened: Promise<SnapshotReader>,
   snap: string,
-  info: RbdImageInfo | undefined,
   index: BlockIndex,
   store: Parameters<WorkerPool["check"]>[0]["store"],
   pool: WorkerPool,
@@ -138,55 +137,48 @@ async function verifySample(
 ): Promise<number> {
   let reader;
   try {
-    if (!info) throw new BackyError(`snapshot ${source.spec}@${snap} does not exist`);
-    reader = await openSnapshotReader(source.settings.pool, source.settings.image, snap, {
-      size: info.size,
-    });
+    reader = await opened;
   } catch (e) {
     throw new BackyError(`cannot verify revision ${id}: ${errorMessage(e)}`);
   }
-  try {
-    if (reader.size !== index.size) {
+  if (reader.size !== index.size) {
+    throw new VerificationError(
+      `verification of revision ${id} failed: snapshot has ${reader.size} bytes, revision ${index.size}`,
+    );
+  }
+  const count = blockCount(index.size);
+  if (count === 0) return 0;
+  const sample = sampleIndices(count, Math.max(1, Math.floor(count * 0.01)));
+  const started = Date.now();
+  let checked = 0;
+  for (const i of sample) {
+    if (Date.now() - started > VERIFY_CAP_MS) {
+      log.warning("Verification time cap reached", { id, checked, planned: sample.length });
+      break;
+    }
+    const length = index.blockLength(i);
+    const data = await reader.read(i * BLOCK_SIZE, length);
+    const zero = data.every((b) => b === 0);
+    const digest = zero ? null : new Uint8Array(createHash("sha256").update(data).digest());
+    const expected = index.isZero(i) ? null : index.digest(i);
+    const indexOk = digest === null
+      ? expected === null
+      : expected !== null && sameDigest(digest, expected);
+    // Only a block the index got right is read back: the snapshot's digest may name no
+    // chunk at all, and a missing chunk is a verification failure, not a crash.
+    const stored = indexOk
+      ? await pool.check({ offset: i * BLOCK_SIZE, length, store, digest })
+        .catch((e) => ({ ok: false, reason: errorMessage(e) }))
+      : { ok: false, reason: "the revision's index does not match" };
+    if (!indexOk || !stored.ok) {
       throw new VerificationError(
-        `verification of revision ${id} failed: snapshot has ${reader.size} bytes, revision ${index.size}`,
+        `verification of revision ${id} failed: block ${i} (offset ${i * BLOCK_SIZE}) ` +
+          `differs from snapshot ${snap}${stored.reason ? `: ${stored.reason}` : ""}`,
       );
     }
-    const count = blockCount(index.size);
-    if (count === 0) return 0;
-    const sample = sampleIndices(count, Math.max(1, Math.floor(count * 0.01)));
-    const started = Date.now();
-    let checked = 0;
-    for (const i of sample) {
-      if (Date.now() - started > VERIFY_CAP_MS) {
-        log.warning("Verification time cap reached", { id, checked, planned: sample.length });
-        break;
-      }
-      const length = index.blockLength(i);
-      const data = await reader.read(i * BLOCK_SIZE, length);
-      const zero = data.every((b) => b === 0);
-      const digest = zero ? null : new Uint8Array(createHash("sha256").update(data).digest());
-      const expected = index.isZero(i) ? null : index.digest(i);
-      const indexOk = digest === null
-        ? expected === null
-        : expected !== null && sameDigest(digest, expected);
-      // Only a block the index got right is read back: the snapshot's digest may name no
-      // chunk at all, and a missing chunk is a verification failure, not a crash.
-      const stored = indexOk
-        ? await pool.check({ offset: i * BLOCK_SIZE, length, store, digest })
-          .catch((e) => ({ ok: false, reason: errorMessage(e) }))
-        : { ok: false, reason: "the revision's index does not match" };
-      if (!indexOk || !stored.ok) {
-        throw new VerificationError(
-          `verification of revision ${id} failed: block ${i} (offset ${i * BLOCK_SIZE}) ` +
-            `differs from snapshot ${snap}${stored.reason ? `: ${stored.reason}` : ""}`,
-        );
-      }
-      checked++;
-    }
-    return checked;
-  } finally {
-    await reader.close();
+    checked++;
   }
+  return checked;
 }
 
 /** `k` distinct indices from [0, n), in random order (partial Fisher-Yates). */
