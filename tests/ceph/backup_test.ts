@@ -15,6 +15,8 @@ import {
   type Write,
   writeAt,
 } from "./cluster.ts";
+import { cephSettings, CephSource } from "../../src/sources/ceph/source.ts";
+import { setupLogging, stopLogging } from "../../src/util/log.ts";
 import {
   assertRevisions,
   assertSameBytes,
@@ -148,6 +150,35 @@ cephTest(cluster, "a protected stale backy snapshot is skipped with a warning", 
     assertEquals(await snapNames(c, img.spec), [`backy-${r2.id}`, "backy-stale", "keepme"]);
   } finally {
     await job.cleanup();
+    await img.remove();
+  }
+});
+
+cephTest(cluster, "snapshot cleanup from a known list: a vanished one is no error", async (c) => {
+  const img = await createTestImage(c, OBJECT, [{ offset: 0, data: pattern(4096, 12) }]);
+  const dir = await Deno.makeTempDir({ prefix: "backy-cleanup-" });
+  const confBefore = Deno.env.get("CEPH_CONF");
+  try {
+    for (const s of ["backy-a", "backy-b", "keepme"]) {
+      await rbdCli(c, ["snap", "create", `${img.spec}@${s}`]);
+    }
+    Deno.env.set("CEPH_CONF", c.env.CEPH_CONF); // CephSource's rbd uses the environment
+    const [pool, image] = img.spec.split("/");
+    const source = new CephSource(cephSettings("ceph-rbd", { pool, image }));
+    const logfile = join(dir, "backy.log");
+    setupLogging({ verbose: false, logfile, console: "stderr" });
+    // As listed before a backup; backy-gone was removed by hand since.
+    await source.cleanupSnapshots("b", new Set(["backy-a", "backy-b", "backy-gone", "keepme"]));
+    stopLogging();
+    assertEquals(await snapNames(c, img.spec), ["backy-b", "keepme"]);
+    const logged = await Deno.readTextFile(logfile);
+    assertIncludes(logged, `Removed snapshot snapshot=${img.spec}@backy-a`);
+    assert(!/WARNING/.test(logged), logged);
+  } finally {
+    stopLogging();
+    if (confBefore === undefined) Deno.env.delete("CEPH_CONF");
+    else Deno.env.set("CEPH_CONF", confBefore);
+    await Deno.remove(dir, { recursive: true });
     await img.remove();
   }
 });

@@ -7,7 +7,7 @@ import { BackyError, errorMessage } from "../../util/errors.ts";
 import { logger } from "../../util/log.ts";
 import { DEFAULT_CONSUL_URL, DEFAULT_SNAPSHOT_TIMEOUT } from "../../config/source_config.ts";
 import { parseDuration } from "../../config/duration.ts";
-import { Rbd, SnapshotProtectedError } from "./rbd.ts";
+import { Rbd, RbdError, SnapshotProtectedError } from "./rbd.ts";
 import { requestConsulSnapshot } from "../flyingcircus.ts";
 
 const log = logger("ceph");
@@ -91,11 +91,12 @@ export class CephSource {
   /**
    * Keeps only `backy-<keep>` (the newest good revision); other `backy-*` snapshots go,
    * protected ones are skipped with a warning, foreign snapshots are never touched.
+   * `known`: the snapshot names when the caller already has them (else they are listed).
    */
-  async cleanupSnapshots(keep: string | undefined): Promise<void> {
+  async cleanupSnapshots(keep: string | undefined, known?: Set<string>): Promise<void> {
     let names: Set<string>;
     try {
-      names = await this.snapshots();
+      names = known ?? await this.snapshots();
     } catch (e) {
       log.warning("Cannot list snapshots for cleanup", {
         image: this.spec,
@@ -110,6 +111,9 @@ export class CephSource {
         await this.rbd.snapRemove(this.spec, name);
         log.info("Removed snapshot", { snapshot: `${this.spec}@${name}` });
       } catch (e) {
+        if (e instanceof RbdError && e.code === 2 && /not exist|No such/i.test(e.stderr)) {
+          continue; // already gone (removed by hand since it was listed)
+        }
         if (e instanceof SnapshotProtectedError) {
           log.warning("Snapshot is protected, not removing it", {
             snapshot: `${this.spec}@${name}`,
