@@ -81,10 +81,17 @@ async function readOnce(fd: number, into: Uint8Array): Promise<number> {
   }
 }
 
-/** Fills `into` completely unless the pipe ends first; returns the bytes read. */
-export async function readFull(fd: number, into: Uint8Array): Promise<number> {
+/**
+ * Fills `into` completely unless the pipe ends first (or `stop()` says so between reads);
+ * returns the bytes read.
+ */
+export async function readFull(
+  fd: number,
+  into: Uint8Array,
+  stop: () => boolean = () => false,
+): Promise<number> {
   let filled = 0;
-  while (filled < into.length) {
+  while (filled < into.length && !stop()) {
     const n = await readOnce(fd, into.subarray(filled));
     if (n === 0) break;
     filled += n;
@@ -119,21 +126,25 @@ export async function* pipeChunks(
 ): AsyncGenerator<Uint8Array> {
   const buffers = Array.from({ length: count }, () => pipeBuffer(size));
   let k = 0;
-  let pending: Promise<number> | undefined = readFull(fd, buffers[0]);
+  let abandoned = false;
+  const stop = () => abandoned;
+  let pending: Promise<number> | undefined = readFull(fd, buffers[0], stop);
   try {
     while (pending) {
       const n: number = await pending;
       const current = buffers[k % count];
       k++;
       // Read ahead into the next buffer while the consumer works on this one.
-      pending = n === size ? readFull(fd, buffers[k % count]) : undefined;
+      pending = n === size ? readFull(fd, buffers[k % count], stop) : undefined;
       pending?.catch(() => {}); // surfaced when awaited
       if (n > 0) yield current.subarray(0, n);
     }
   } finally {
-    // An abandoned read-ahead must not land in a closed (maybe reused) descriptor number.
-    await pending?.catch(() => {});
-    closeFd(fd);
+    // Not waiting for a read-ahead in flight: the writer may be stuck (it is killed next).
+    // Its descriptor closes once that read returns, so no later read can hit a reused number.
+    abandoned = true;
+    if (pending) pending.finally(() => closeFd(fd)).catch(() => {});
+    else closeFd(fd);
   }
 }
 
