@@ -218,45 +218,23 @@ async function restoreToRbd(
     log.info("Restoring revision into Ceph", { id: rev.id, image: spec, size: data.size });
     const count = blockCount(data.size);
     const zeros = new Uint8Array(BLOCK_SIZE);
-    let i = 0;
-    let inflight: Promise<{ data?: Uint8Array; zero: boolean }>[] = [];
-    const read = (k: number) => {
-      const offset = k * BLOCK_SIZE;
-      const length = Math.min(BLOCK_SIZE, data.size - offset);
-      const digest = data.index
-        ? (data.index.isZero(k) ? null : data.index.digest(k).slice())
-        : undefined;
-      // Buffers come back from rbd's stdin (onWritten below) for the next blocks; page-
-      // aligned, so the kernel's copies into the pipe run at full speed.
-      const into = digest !== null ? spare.pop() ?? pipeBuffer(BLOCK_SIZE) : undefined;
-      return pool.read({ offset, length, store: data.store, digest, into });
-    };
+    // Block buffers go to a Worker, come back filled, and return to the pool once rbd's pipe
+    // took them; page-aligned, so the kernel's copies into the pipe run at full speed.
     const spare: Uint8Array[] = [];
-    const stream = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        while (inflight.length < pool.size * 3 && i + inflight.length < count) {
-          inflight.push(read(i + inflight.length));
-        }
-        if (inflight.length === 0) {
-          controller.close();
-          return;
-        }
-        const [first, ...rest] = inflight;
-        inflight = rest;
-        const r = await first;
-        const length = Math.min(BLOCK_SIZE, data.size - i * BLOCK_SIZE);
-        i++;
-        // One shared zero block: rbd's stdin writer is done with a chunk before asking for more.
-        controller.enqueue(r.data ?? zeros.subarray(0, length));
-      },
-    }, { highWaterMark: 4 });
-    await rbd.importFrom(stream, tmp, {
-      onWritten: (chunk) => {
-        if (chunk.buffer !== zeros.buffer) {
-          spare.push(new Uint8Array(chunk.buffer as ArrayBuffer, chunk.byteOffset, BLOCK_SIZE));
-        }
-      },
-    });
+    await rbd.importFrom(tmp, (feed) =>
+      pipeline(count, pool.size * 3, (k) => {
+        const offset = k * BLOCK_SIZE;
+        const length = Math.min(BLOCK_SIZE, data.size - offset);
+        const digest = data.index
+          ? (data.index.isZero(k) ? null : data.index.digest(k).slice())
+          : undefined;
+        const into = digest !== null ? spare.pop() ?? pipeBuffer(BLOCK_SIZE) : undefined;
+        return pool.read({ offset, length, store: data.store, digest, into });
+      }, async (k, r) => {
+        const length = Math.min(BLOCK_SIZE, data.size - k * BLOCK_SIZE);
+        await feed(r.data ?? zeros.subarray(0, length));
+        if (r.data) spare.push(new Uint8Array(r.data.buffer, r.data.byteOffset, BLOCK_SIZE));
+      }));
     if (existing) await rbd.remove(spec);
     await rbd.rename(tmp, spec);
     log.info("Restore complete", { id: rev.id, image: spec, bytes: data.size });

@@ -3,6 +3,8 @@
 // POOL/NEW`, and `backy restore -r REV rbd:POOL/NEW` (refuses an existing image without
 // --force). Each result is compared byte for byte with the snapshot the revision came from.
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
 import { assertIncludes, MOD } from "../helpers.ts";
 import {
   type CephCluster,
@@ -160,3 +162,37 @@ cephTest(cluster, "restore into Ceph: bad targets fail clearly and leave nothing
     await t.cleanup();
   }
 });
+
+cephTest(
+  cluster,
+  "restore into Ceph: a corrupt chunk stops it, naming the chunk; no image left",
+  async (c) => {
+    const t = await twoRevisions(c, "chunked");
+    try {
+      // The last block of the newest revision (written at the end of the stream).
+      const chunks: string[] = [];
+      for await (const d of Deno.readDir(join(t.job.dir, "chunks"))) {
+        for await (const f of Deno.readDir(join(t.job.dir, "chunks", d.name))) {
+          chunks.push(join(t.job.dir, "chunks", d.name, f.name));
+        }
+      }
+      const last = t.revs[1].bytes.subarray(2 * 4 * MiB);
+      const digest = createHash("sha256").update(last).digest("hex");
+      const victim = chunks.find((p) => p.endsWith(digest));
+      assert(victim, `a chunk named ${digest} among ${chunks.length}`);
+      const bytes = await Deno.readFile(victim);
+      bytes[bytes.length - 10] ^= 0xff;
+      await Deno.chmod(victim, 0o640);
+      await Deno.writeFile(victim, bytes);
+
+      const name = uniqueName("corrupt");
+      const r = await t.job.run(["restore", "-r", "0", `rbd:${c.pool}/${name}`]);
+      assertEquals(r.code, 1);
+      assertIncludes(r.stderr, `chunk ${victim} is corrupt`);
+      assert(!r.stderr.includes("    at "), "no stack trace");
+      assertEquals((await imageNames(c)).filter((n) => n.startsWith(name)), []);
+    } finally {
+      await t.cleanup();
+    }
+  },
+);

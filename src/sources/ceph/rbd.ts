@@ -59,6 +59,12 @@ export interface RbdStream {
   kill(): void;
 }
 
+/**
+ * Hands data to a running `rbd import`/`import-diff`; resolves once rbd's pipe took all of it,
+ * so the caller may reuse the buffer then. Throws when rbd stopped reading (it failed).
+ */
+export type Feed = (data: Uint8Array) => Promise<void>;
+
 /** rbd exited non-zero. `code` is its exit status, `stderr` the (bounded) raw text. */
 export class RbdError extends BackyError {
   constructor(
@@ -234,35 +240,30 @@ export class Rbd {
   }
 
   /**
-   * `rbd import --image-format 2 - TARGET` fed from `source`. If the source fails, the short
-   * image rbd then completes is removed again (rbd import refuses existing targets, so an
-   * image it created successfully is ours) and the source's error is thrown.
+   * `rbd import --image-format 2 - TARGET`, fed by `produce` through `feed`. If `produce`
+   * fails, the short image rbd then completes is removed again (rbd import refuses existing
+   * targets, so an image it created successfully is ours) and produce's error is thrown.
    */
   async importFrom(
-    source: ReadableStream<Uint8Array>,
     target: string,
-    options: {
-      imageFormat?: 1 | 2;
-      /** Called with each chunk once rbd's stdin took it (the caller may reuse it then). */
-      onWritten?: (chunk: Uint8Array) => void;
-    } = {},
+    produce: (feed: Feed) => Promise<void>,
+    options: { imageFormat?: 1 | 2 } = {},
   ): Promise<void> {
     await this.#pipeInto(
       ["import", "--image-format", String(options.imageFormat ?? 2), "-", target],
       target,
-      source,
+      produce,
       true,
-      options.onWritten,
     );
   }
 
   /**
-   * `rbd import-diff - IMAGE` fed from `source` (creates the diff's end snapshot, if any).
-   * A source failure truncates the diff, which rbd rejects (exit 74, no `e` record), but
+   * `rbd import-diff - IMAGE` fed by `produce` (creates the diff's end snapshot, if any).
+   * A failing producer truncates the diff, which rbd rejects (exit 74, no `e` record), but
    * the writes before it stay in IMAGE.
    */
-  async importDiffFrom(source: ReadableStream<Uint8Array>, image: string): Promise<void> {
-    await this.#pipeInto(["import-diff", "-", image], image, source, false);
+  async importDiffFrom(image: string, produce: (feed: Feed) => Promise<void>): Promise<void> {
+    await this.#pipeInto(["import-diff", "-", image], image, produce, false);
   }
 
   async create(image: string, sizeBytes: number): Promise<void> {
@@ -408,9 +409,8 @@ export class Rbd {
   async #pipeInto(
     args: string[],
     subject: string,
-    source: ReadableStream<Uint8Array>,
+    produce: (feed: Feed) => Promise<void>,
     removeOnAbort: boolean,
-    onWritten?: (chunk: Uint8Array) => void,
   ): Promise<void> {
     const argv = this.#argv(args);
     const pipe = openPipe();
@@ -419,26 +419,13 @@ export class Rbd {
       child = this.#spawnPiped(argv, { stdin: pipe.readFd });
     } catch (e) {
       closeFd(pipe.writeFd);
-      await source.cancel().catch(() => {});
       throw e;
     }
-    const reader = source.getReader();
-    let sourceError: unknown;
-    let sourceFailed = false;
     let sinkBroken = false;
     let scratch: Uint8Array | undefined;
-    for (;;) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
+    const feed: Feed = async (data) => {
+      if (sinkBroken) throw new BackyError(`rbd ${argv[0]} stopped reading its input`);
       try {
-        chunk = await reader.read();
-      } catch (e) {
-        sourceError = e;
-        sourceFailed = true;
-        break;
-      }
-      if (chunk.done) break;
-      try {
-        const data = chunk.value;
         if ((data.buffer as ArrayBuffer).resizable) {
           // Calls on the thread pool cannot take resizable memory: copy, in pieces.
           scratch ??= pipeBuffer(4 << 20);
@@ -448,17 +435,25 @@ export class Rbd {
             await writeAll(pipe.writeFd, scratch.subarray(0, piece.length));
           }
         } else await writeAll(pipe.writeFd, data);
-        onWritten?.(data);
-      } catch {
+      } catch (e) {
         // rbd closed its stdin (it failed); its exit status and stderr say why
         sinkBroken = true;
-        break;
+        throw e;
+      }
+    };
+    let sourceError: unknown;
+    let sourceFailed = false;
+    try {
+      await produce(feed);
+    } catch (e) {
+      if (!sinkBroken) {
+        sourceError = e;
+        sourceFailed = true;
       }
     }
     // End of input, also after a source failure: rbd then completes a short image, removed
     // below. Killing rbd instead leaves a stale watcher on the image that blocks `rbd rm`.
     closeFd(pipe.writeFd);
-    if (sinkBroken) await reader.cancel().catch(() => {});
     let code: number;
     try {
       code = await child.status;
