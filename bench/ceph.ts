@@ -15,7 +15,9 @@
  * `rbd export-diff` through a pipe, the fastest plain copy onto the job disk
  * (`rbd export | dd oflag=direct`), and `rbd export > /dev/null` while `dd` writes as many
  * bytes to the job disk at once: the OSD and the job directory share one disk (and two
- * cores) on a test machine, so that is the most any backup can reach here.
+ * cores) on a test machine, so that is the most any backup can reach here; and
+ * `rbd export | openssl dgst -sha256`, the least any backup does with the data (hash it),
+ * with standard tools.
  * Backends: chunked in a job directory on the local disk; cow on an XFS filesystem with
  * reflink on a loop device (direct I/O, so its pages are not cached twice).
  */
@@ -240,6 +242,8 @@ try {
   const PIPE = "  rbd export-diff --whole-object @snap - | cat > /dev/null";
   const DISK = "  rbd export POOL/IMAGE - | dd of=FILE oflag=direct (job disk)";
   const FLOOR = "  rbd export > /dev/null while dd writes as much (O_DIRECT)";
+  const HASH = "  rbd export POOL/IMAGE - | openssl dgst -sha256 (nothing stored)";
+  const TMPFS = "  backy backup, full (chunked, job directory on tmpfs)";
   const IMPORT = "rbd import FILE POOL/NEW (FILE not cached)";
   const IMPORT_WARM = "  rbd import FILE POOL/NEW (FILE in page cache)";
   // Restores read their data from the job disk; so does the reference, from a cold cache.
@@ -264,6 +268,20 @@ try {
           `oflag=direct status=none; rm -f ${work}/copy`,
       ),
     );
+    // The least work a backup does with the data, done by standard tools: hash it (SHA-NI).
+    record(HASH, await measure(`rbd export --no-progress ${image} - | openssl dgst -sha256`));
+    // backy without a disk to wait for: what is left is CPU (two cores shared with the OSD).
+    {
+      const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "backy-bench-" });
+      try {
+        await timed(backy(dir, `init --backend chunked ceph-rbd ${image}`));
+        record(TMPFS, await measure(backy(dir, "backup daily")));
+        // Its snapshot must not become the diff base of the jobs below.
+        await timed(`rbd snap rm --no-progress ${image}@backy-${(await newest(dir)).id}`);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    }
     // The reference while the disk also takes the writes any backup must make: on a test
     // machine the OSD and the job directory share one disk (and two cores).
     record(
@@ -326,6 +344,8 @@ try {
     PIPE,
     DISK,
     FLOOR,
+    HASH,
+    TMPFS,
     ...jobs.flatMap((j) => [
       `backy backup, full (${j.label})`,
       `backy backup, incremental (${j.label})`,
@@ -394,6 +414,18 @@ try {
       [
         `  best any backup can reach here: rbd export / (same + writes)`,
         x(median(EXPORT) / median(FLOOR)),
+        "(context)",
+        "",
+      ],
+      [
+        `  rbd export | openssl dgst -sha256 vs rbd export`,
+        x(median(EXPORT) / median(HASH)),
+        "(context)",
+        "",
+      ],
+      [
+        `  backy full backup into tmpfs vs rbd export`,
+        x(median(EXPORT) / median(TMPFS)),
         "(context)",
         "",
       ],
