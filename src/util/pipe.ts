@@ -8,10 +8,12 @@
  * buffers) 2.7 s, `rbd export > /dev/null` 2.4 s.
  *
  * The calls run on Deno's blocking thread pool (`nonblocking: true`), so the event loop
- * stays free. Buffers handed to them must not be resizable: use pipeBuffer().
+ * stays free. Such calls cannot take resizable memory: use pipeBuffer() for buffers that
+ * are read into; writeAll() copies resizable ones through a buffer of its own.
  * Needs --allow-ffi (as does hole punching, see fallocate.ts).
  */
 import { spawn } from "node:child_process";
+import * as os from "node:os";
 import { BackyError } from "./errors.ts";
 
 const O_CLOEXEC = 0o2000000;
@@ -99,8 +101,20 @@ export async function readFull(
   return filled;
 }
 
+let scratch: Uint8Array | undefined;
+
 /** Writes all of `data`; throws when the reader went away (EPIPE: Deno ignores SIGPIPE). */
 export async function writeAll(fd: number, data: Uint8Array): Promise<void> {
+  if ((data.buffer as ArrayBuffer).resizable) {
+    // e.g. alignedBuffer() blocks: copy, in pieces.
+    scratch ??= pipeBuffer(4 << 20);
+    for (let at = 0; at < data.length; at += scratch.length) {
+      const piece = data.subarray(at, at + scratch.length);
+      scratch.set(piece);
+      await writeAll(fd, scratch.subarray(0, piece.length));
+    }
+    return;
+  }
   let done = 0;
   let failures = 0;
   while (done < data.length) {
@@ -192,7 +206,7 @@ export function spawnPiped(
     });
     child.on("close", (code: number | null, signal: string | null) => {
       exited = true;
-      resolve(code ?? 128 + signalNumber(signal ?? ""));
+      resolve(code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0));
     });
   });
   status.catch(() => {});
@@ -203,10 +217,4 @@ export function spawnPiped(
       if (!exited) child.kill("SIGTERM");
     },
   };
-}
-
-function signalNumber(name: string): number {
-  return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGPIPE: 13, SIGTERM: 15 } as Record<string, number>)[
-    name
-  ] ?? 0;
 }

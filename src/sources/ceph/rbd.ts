@@ -11,7 +11,6 @@ import { BackyError, errorMessage } from "../../util/errors.ts";
 import {
   closeFd,
   openPipe,
-  pipeBuffer,
   pipeChunks,
   type PipedChild,
   spawnPiped,
@@ -348,13 +347,26 @@ export class Rbd {
     );
   }
 
-  /** Starts rbd with one end of a big pipe as its stdin or stdout (see util/pipe.ts). */
+  /**
+   * Starts rbd with one end of a big pipe as its stdin or stdout (see util/pipe.ts). Its
+   * `status` rejects with the "cannot run rbd" error when rbd could not be started.
+   */
   #spawnPiped(argv: string[], stdio: { stdin?: number; stdout?: number }): PipedChild {
+    let child: PipedChild;
     try {
-      return spawnPiped(this.binary, argv, { ...stdio, env: this.#env, stderrLimit: STDERR_LIMIT });
+      child = spawnPiped(this.binary, argv, {
+        ...stdio,
+        env: this.#env,
+        stderrLimit: STDERR_LIMIT,
+      });
     } catch (e) {
       throw this.#notFound(e);
     }
+    const status = child.status.catch((e) => {
+      throw this.#notFound(e);
+    });
+    status.catch(() => {}); // surfaced where awaited
+    return { ...child, status };
   }
 
   #stream(args: string[], subject: string): RbdStream {
@@ -372,14 +384,9 @@ export class Rbd {
     let exited = false;
     let killed = false;
     const done = (async () => {
-      let code: number;
-      try {
-        code = await child.status;
-      } catch (e) {
-        throw this.#notFound(e);
-      } finally {
+      const code = await child.status.finally(() => {
         exited = true;
-      }
+      });
       const text = await child.stderr;
       if (killed) throw this.#error(argv, code, text, `for ${subject} was aborted`);
       if (code !== 0) throw this.#error(argv, code, text);
@@ -387,13 +394,10 @@ export class Rbd {
     // Mark as handled: a consumer whose stdout read failed may throw before awaiting done,
     // which must not turn into an unhandled rejection that kills the process.
     done.catch(() => {});
-    const notFound = (e: unknown) => this.#notFound(e);
     async function* output() {
       yield* pipeChunks(pipe.readFd);
       // At the end: if rbd could not even be started, the output must not look complete.
-      await child.status.catch((e) => {
-        throw notFound(e);
-      });
+      await child.status;
     }
     return {
       stdout: output(),
@@ -422,19 +426,10 @@ export class Rbd {
       throw e;
     }
     let sinkBroken = false;
-    let scratch: Uint8Array | undefined;
     const feed: Feed = async (data) => {
       if (sinkBroken) throw new BackyError(`rbd ${argv[0]} stopped reading its input`);
       try {
-        if ((data.buffer as ArrayBuffer).resizable) {
-          // Calls on the thread pool cannot take resizable memory: copy, in pieces.
-          scratch ??= pipeBuffer(4 << 20);
-          for (let at = 0; at < data.length; at += scratch.length) {
-            const piece = data.subarray(at, at + scratch.length);
-            scratch.set(piece);
-            await writeAll(pipe.writeFd, scratch.subarray(0, piece.length));
-          }
-        } else await writeAll(pipe.writeFd, data);
+        await writeAll(pipe.writeFd, data);
       } catch (e) {
         // rbd closed its stdin (it failed); its exit status and stderr say why
         sinkBroken = true;
@@ -454,12 +449,7 @@ export class Rbd {
     // End of input, also after a source failure: rbd then completes a short image, removed
     // below. Killing rbd instead leaves a stale watcher on the image that blocks `rbd rm`.
     closeFd(pipe.writeFd);
-    let code: number;
-    try {
-      code = await child.status;
-    } catch (e) {
-      throw this.#notFound(e);
-    }
+    const code = await child.status;
     const text = await child.stderr;
     if (sourceFailed) {
       let leftover = `${subject} may be left incomplete`;
