@@ -127,6 +127,40 @@ function streamTarget(out: { write(p: Uint8Array): Promise<number>; close(): voi
   };
 }
 
+/** Where block `i` of a revision is, its length, and the digest its content must match. */
+function blockRequest(data: RevisionData, i: number) {
+  const offset = i * BLOCK_SIZE;
+  return {
+    offset,
+    length: Math.min(BLOCK_SIZE, data.size - offset),
+    store: data.store,
+    digest: data.index ? (data.index.isZero(i) ? null : data.index.digest(i).slice()) : undefined,
+  };
+}
+
+/**
+ * Every block of a revision, in order, into `write` (zero blocks as a shared zero buffer).
+ * Block buffers travel to a Worker and back, and are reused once `write` is done with them
+ * instead of a fresh 4 MiB allocation per block (page faults on new memory are expensive).
+ */
+async function streamBlocks(
+  pool: WorkerPool,
+  data: RevisionData,
+  write: (bytes: Uint8Array) => Promise<void>,
+  newBuffer: () => Uint8Array,
+): Promise<void> {
+  const zeros = new Uint8Array(BLOCK_SIZE);
+  const spare: Uint8Array[] = [];
+  await pipeline(blockCount(data.size), pool.size * 3, (i) => {
+    const req = blockRequest(data, i);
+    const into = req.digest !== null ? spare.pop() ?? newBuffer() : undefined;
+    return pool.read({ ...req, into });
+  }, async (i, r) => {
+    await write(r.data ?? zeros.subarray(0, blockRequest(data, i).length));
+    if (r.data) spare.push(new Uint8Array(r.data.buffer, r.data.byteOffset, BLOCK_SIZE));
+  });
+}
+
 export async function restore(
   job: JobDir,
   rev: Revision,
@@ -141,36 +175,21 @@ export async function restore(
     const data = await openRevisionData(job, rev);
     out = await openTarget(target, opts);
     if (target !== "-") log.info("Restoring revision", { id: rev.id, target, size: data.size });
-    const count = blockCount(data.size);
     if (out.kind === "file") await Deno.truncate(out.tmp, data.size);
-    const dest = out.kind === "file"
-      ? { path: out.tmp, writeZeros: false }
-      : out.kind === "device"
-      ? { path: out.path, writeZeros: true }
-      : undefined;
-    const stream = out.kind === "stream" ? out : undefined;
-    const zeros = new Uint8Array(BLOCK_SIZE);
-    // Stream output: block buffers travel to the Workers and back instead of a fresh
-    // 4 MiB allocation per block (page faults on new memory are expensive here).
-    const spare: Uint8Array[] = [];
-    await pipeline(count, pool.size * 3, (i) => {
-      const offset = i * BLOCK_SIZE;
-      const length = Math.min(BLOCK_SIZE, data.size - offset);
-      const digest = data.index
-        ? (data.index.isZero(i) ? null : data.index.digest(i).slice())
-        : undefined;
-      const into = stream && digest !== null
-        ? spare.pop() ?? new Uint8Array(BLOCK_SIZE)
-        : undefined;
-      return pool.read({ offset, length, store: data.store, digest, out: dest, into });
-    }, async (i, r) => {
-      if (!stream) return;
-      const length = Math.min(BLOCK_SIZE, data.size - i * BLOCK_SIZE);
-      await stream.write(r.data ?? zeros.subarray(0, length));
-      if (r.data && r.data.buffer.byteLength === BLOCK_SIZE) {
-        spare.push(new Uint8Array(r.data.buffer as ArrayBuffer));
-      }
-    });
+    if (out.kind === "stream") {
+      await streamBlocks(pool, data, out.write, () => new Uint8Array(BLOCK_SIZE));
+    } else {
+      // The Workers write into the file or device themselves.
+      const dest = out.kind === "file"
+        ? { path: out.tmp, writeZeros: false }
+        : { path: out.path, writeZeros: true };
+      await pipeline(
+        blockCount(data.size),
+        pool.size * 3,
+        (i) => pool.read({ ...blockRequest(data, i), out: dest }),
+        () => {},
+      );
+    }
     await pool.closeFiles();
     if (out.kind === "file") {
       fsyncFile(out.tmp);
@@ -216,25 +235,11 @@ async function restoreToRbd(
   try {
     const data = await openRevisionData(job, rev);
     log.info("Restoring revision into Ceph", { id: rev.id, image: spec, size: data.size });
-    const count = blockCount(data.size);
-    const zeros = new Uint8Array(BLOCK_SIZE);
-    // Block buffers go to a Worker, come back filled, and return to the pool once rbd's pipe
-    // took them; page-aligned, so the kernel's copies into the pipe run at full speed.
-    const spare: Uint8Array[] = [];
-    await rbd.importFrom(tmp, (feed) =>
-      pipeline(count, pool.size * 3, (k) => {
-        const offset = k * BLOCK_SIZE;
-        const length = Math.min(BLOCK_SIZE, data.size - offset);
-        const digest = data.index
-          ? (data.index.isZero(k) ? null : data.index.digest(k).slice())
-          : undefined;
-        const into = digest !== null ? spare.pop() ?? pipeBuffer(BLOCK_SIZE) : undefined;
-        return pool.read({ offset, length, store: data.store, digest, into });
-      }, async (k, r) => {
-        const length = Math.min(BLOCK_SIZE, data.size - k * BLOCK_SIZE);
-        await feed(r.data ?? zeros.subarray(0, length));
-        if (r.data) spare.push(new Uint8Array(r.data.buffer, r.data.byteOffset, BLOCK_SIZE));
-      }));
+    // Page-aligned buffers: the kernel's copies into rbd's pipe run at full speed.
+    await rbd.importFrom(
+      tmp,
+      (feed) => streamBlocks(pool, data, feed, () => pipeBuffer(BLOCK_SIZE)),
+    );
     if (existing) await rbd.remove(spec);
     await rbd.rename(tmp, spec);
     log.info("Restore complete", { id: rev.id, image: spec, bytes: data.size });
