@@ -348,37 +348,42 @@ export class Rbd {
   }
 
   /**
-   * Starts rbd with one end of a big pipe as its stdin or stdout (see util/pipe.ts). Its
-   * `status` rejects with the "cannot run rbd" error when rbd could not be started.
+   * Starts rbd with one end of a new big pipe (see util/pipe.ts) as its stdin or stdout and
+   * returns the other end. Its `status` rejects with the "cannot run rbd" error when rbd
+   * could not be started.
    */
-  #spawnPiped(argv: string[], stdio: { stdin?: number; stdout?: number }): PipedChild {
+  #spawnPiped(argv: string[], end: "stdin" | "stdout"): { child: PipedChild; fd: number } {
+    const pipe = openPipe();
+    const [theirs, ours] = end === "stdin"
+      ? [pipe.readFd, pipe.writeFd]
+      : [pipe.writeFd, pipe.readFd];
     let child: PipedChild;
     try {
       child = spawnPiped(this.binary, argv, {
-        ...stdio,
+        [end]: theirs,
         env: this.#env,
         stderrLimit: STDERR_LIMIT,
       });
     } catch (e) {
+      closeFd(ours);
       throw this.#notFound(e);
     }
     const status = child.status.catch((e) => {
       throw this.#notFound(e);
     });
     status.catch(() => {}); // surfaced where awaited
-    return { ...child, status };
+    return { child: { ...child, status }, fd: ours };
   }
 
   #stream(args: string[], subject: string): RbdStream {
     const argv = this.#argv(args);
-    const pipe = openPipe();
     let child: PipedChild;
+    let fd: number;
     try {
-      child = this.#spawnPiped(argv, { stdout: pipe.writeFd });
+      ({ child, fd } = this.#spawnPiped(argv, "stdout"));
     } catch (err) {
       const done = Promise.reject(err);
       done.catch(() => {});
-      closeFd(pipe.readFd);
       return { stdout: failing(err), done, kill() {} };
     }
     let exited = false;
@@ -395,7 +400,7 @@ export class Rbd {
     // which must not turn into an unhandled rejection that kills the process.
     done.catch(() => {});
     async function* output() {
-      yield* pipeChunks(pipe.readFd);
+      yield* pipeChunks(fd);
       // At the end: if rbd could not even be started, the output must not look complete.
       await child.status;
     }
@@ -417,19 +422,12 @@ export class Rbd {
     removeOnAbort: boolean,
   ): Promise<void> {
     const argv = this.#argv(args);
-    const pipe = openPipe();
-    let child: PipedChild;
-    try {
-      child = this.#spawnPiped(argv, { stdin: pipe.readFd });
-    } catch (e) {
-      closeFd(pipe.writeFd);
-      throw e;
-    }
+    const { child, fd } = this.#spawnPiped(argv, "stdin");
     let sinkBroken = false;
     const feed: Feed = async (data) => {
       if (sinkBroken) throw new BackyError(`rbd ${argv[0]} stopped reading its input`);
       try {
-        await writeAll(pipe.writeFd, data);
+        await writeAll(fd, data);
       } catch (e) {
         // rbd closed its stdin (it failed); its exit status and stderr say why
         sinkBroken = true;
@@ -448,7 +446,7 @@ export class Rbd {
     }
     // End of input, also after a source failure: rbd then completes a short image, removed
     // below. Killing rbd instead leaves a stale watcher on the image that blocks `rbd rm`.
-    closeFd(pipe.writeFd);
+    closeFd(fd);
     const code = await child.status;
     const text = await child.stderr;
     if (sourceFailed) {
