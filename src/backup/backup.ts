@@ -1,26 +1,25 @@
 /**
- * `backy backup TAGS` for block-readable sources (spec 3.1, design D2-D5, D11):
- * lock, clean incomplete revisions, create the revision, copy only changed blocks into the
- * store, verify everything against the source hashes, and only then make it count.
+ * `backy backup TAGS` (spec 3.1, design D2-D5, D11, D17): lock, clean incomplete revisions,
+ * create the revision, store the source's blocks (only what changed), verify, and only then
+ * make it count. One writer for every source and store: the Source yields blocks, the Store
+ * keeps them, this module does the accounting, commit, verification and abort.
  */
-import { join } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
-import { firstLine, run } from "../util/proc.ts";
 import { newRevisionId } from "../repo/id.ts";
-import { BLOCK_SIZE, blockCount, BlockIndex, hex } from "../repo/index_file.ts";
+import { BLOCK_SIZE, BlockIndex } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
-import { isComplete, type Revision } from "../repo/revision.ts";
-import { openFileSource } from "../sources/file.ts";
-import { chunkPath, quarantineCorruptChunks } from "../store/chunkfile.ts";
-import { cephDriver } from "./ceph_backup.ts";
-import type { StoreRef } from "./protocol.ts";
-import { pipeline, WorkerPool } from "./pool.ts";
+import { isComplete, newestGood, type Revision } from "../repo/revision.ts";
+import { parentCandidates, type RevisionWriter, type Store, storeFor } from "../store/store.ts";
+import { sourceFor } from "../sources/registry.ts";
+import type { Source, SourceRun } from "../sources/source.ts";
+import type { StoreRequest } from "./protocol.ts";
+import { WorkerPool } from "./pool.ts";
+import { VerificationError, verifyAll, verifySample } from "./verify.ts";
+
+export { VerificationError } from "./verify.ts";
 
 const log = logger("backup");
-
-export class VerificationError extends BackyError {}
 
 export interface BackupOutcome {
   revision: Revision;
@@ -35,76 +34,21 @@ export async function removeIncomplete(job: JobDir, revisions: Revision[]): Prom
       continue;
     }
     log.info("Removing incomplete revision", { id: rev.id, error: rev.error });
-    await job.removeRevision(rev.id);
+    await storeFor(job, rev.backend).removeRevision(rev.id);
   }
   return kept;
 }
 
-/** The newest complete revision we may diff against: trusted, same backend. */
-export function pickParent(revisions: Revision[], backend: string): Revision | undefined {
-  for (let i = revisions.length - 1; i >= 0; i--) {
-    const r = revisions[i];
-    if (isComplete(r) && r.trust !== "distrusted") return r.backend === backend ? r : undefined;
-  }
-  return undefined;
-}
-
-/** Clones the parent image: reflink where possible, else a sparse full copy (and says so). */
-async function cloneImage(from: string, to: string): Promise<void> {
-  const cp = Deno.env.get("BACKY_CP") ?? "cp";
-  const reflink = await run(cp, ["--reflink=always", from, to]);
-  if (reflink.code === 0) return;
-  await removeIfExists(to);
-  log.warning(
-    "REFLINK NOT SUPPORTED: making a full sparse copy of the parent image; this costs the " +
-      "image's full space per revision. Use a reflink filesystem (XFS, btrfs) or the chunked backend.",
-    { reason: firstLine(reflink.stderr) },
-  );
-  const copy = await run(cp, ["--sparse=always", from, to]);
-  if (copy.code !== 0) {
-    await removeIfExists(to);
-    throw new BackyError(`cannot copy ${from} to ${to}: ${firstLine(copy.stderr)}`);
-  }
-}
-
-/** What differs per source type: checks, parent choice, copying, snapshot hygiene. */
-export interface BackupDriver {
-  /** Before the revision exists: fail early (nothing created) and choose the parent. */
-  prepare(revisions: Revision[]): Promise<{ parent?: Revision; info: Record<string, unknown> }>;
-  /** Copies into the store and verifies; VerificationError on a mismatch. */
-  run(
-    rev: Revision,
-    parent: Revision | undefined,
-    parentIndex: BlockIndex | undefined,
-  ): Promise<void>;
-  /** Afterwards, success or not; `newestGood` is the newest complete, trusted revision. */
-  finish?(newestGood: Revision | undefined): Promise<void>;
-}
-
-function fileDriver(job: JobDir): BackupDriver {
-  let source: { path: string; size: number };
-  return {
-    async prepare(revisions) {
-      source = await openFileSource(job.path, String(job.config.source.filename));
-      return {
-        parent: pickParent(revisions, job.config.backend),
-        info: { source: source.path, size: source.size },
-      };
-    },
-    run: (rev, parent, parentIndex) => copyAndVerify(job, rev, source, parent, parentIndex),
-  };
-}
-
 export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome> {
-  const driver = job.config.type === "file" ? fileDriver(job) : cephDriver(job);
+  const store = storeFor(job);
+  const source = sourceFor(job.path, job.config.settings);
   const lock = await job.lockBackup();
   const readLock = await job.lockRead();
   try {
     const scan = await job.scan();
     for (const p of scan.problems) log.warning(p);
     const revisions = await removeIncomplete(job, scan.revisions);
-    const backend = job.config.backend;
-    const { parent, info } = await driver.prepare(revisions);
+    const { parent, info } = await source.prepare(parentCandidates(revisions, store));
     const parentIndex = parent ? await job.readIndex(parent.id) : undefined;
     const start = Date.now();
     const rev: Revision = {
@@ -113,7 +57,7 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
       parent: parent?.id ?? null,
       stats: { bytes_written: 0 },
       tags: [...new Set(tags)].sort(),
-      backend,
+      backend: store.backend,
       trust: "trusted",
       extra: {},
     };
@@ -121,38 +65,31 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
       id: rev.id,
       tags: rev.tags.join(","),
       parent: rev.parent ?? "-",
-      backend,
+      backend: store.backend,
       ...info,
     });
     await job.writeRevision(rev, 0o640);
     try {
-      await driver.run(rev, parent, parentIndex);
+      await writeData(store, source, rev, parent, parentIndex);
     } catch (e) {
       rev.error = errorMessage(e);
       if (e instanceof VerificationError) rev.trust = "distrusted";
-      else {
-        // Our own unfinished data: free the space now (ENOSPC), keep the .rev as the record.
-        await removeIfExists(job.imagePath(rev.id)).catch(() => {});
-        await removeIfExists(job.indexPath(rev.id)).catch(() => {});
-      }
       await job.writeRevision(rev, 0o640).catch(() => {});
       log.error("Backup failed", { id: rev.id, error: rev.error });
-      await driver.finish?.(newestGood(revisions)).catch((f) =>
+      await source.finish(newestGood(revisions)).catch((f) =>
         log.warning("Cleanup after failure failed", { error: errorMessage(f) })
       );
       throw e;
     }
     rev.stats.duration = Math.round((Date.now() - start) / 100) / 10;
-    // Completed data is read-only (spec 2.8), like its .rev and .index.
-    if (backend === "cow") await Deno.chmod(job.imagePath(rev.id), 0o440);
     await job.writeRevision(rev, 0o440);
-    await job.setLast(rev);
+    await job.setLast(rev.id, store.imageName(rev.id));
     log.info("Backup complete", {
       id: rev.id,
       bytes_written: rev.stats.bytes_written,
       duration: rev.stats.duration,
     });
-    await driver.finish?.(rev);
+    await source.finish(rev);
     return { revision: rev };
   } finally {
     readLock.release();
@@ -160,145 +97,156 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
   }
 }
 
-function newestGood(revisions: Revision[]): Revision | undefined {
-  return revisions.filter((r) => isComplete(r) && r.trust !== "distrusted").at(-1);
-}
-
-/** Where the new revision's blocks go: a cow image cloned from the parent, or the chunks. */
-export async function createStore(
-  job: JobDir,
+/**
+ * Stores the revision's blocks, commits and verifies them. A failed copy frees what it
+ * created (the disk may be full); a failed verification keeps the data as evidence and
+ * throws VerificationError.
+ */
+async function writeData(
+  store: Store,
+  source: Source,
   rev: Revision,
-  parent: Revision | undefined,
-): Promise<StoreRef> {
-  if (rev.backend === "cow") {
-    const image = job.imagePath(rev.id);
-    if (parent && parent.backend === "cow") await cloneImage(job.imagePath(parent.id), image);
-    else await Deno.writeFile(image, new Uint8Array(), { mode: 0o640 });
-    await Deno.chmod(image, 0o640);
-    return { backend: "cow", image };
-  }
-  await Deno.mkdir(job.chunksDir, { recursive: true });
-  return { backend: "chunked", chunks: job.chunksDir };
-}
-
-/** Makes the copied data durable before the index that describes it is written. */
-export async function syncStore(store: StoreRef, touchedDirs: Iterable<string>): Promise<void> {
-  if (store.backend === "cow") fsyncFile(store.image);
-  for (const dir of touchedDirs) await fsyncDir(dir);
-}
-
-async function copyAndVerify(
-  job: JobDir,
-  rev: Revision,
-  source: { path: string; size: number },
   parent: Revision | undefined,
   parentIndex: BlockIndex | undefined,
 ): Promise<void> {
-  const store = await createStore(job, rev, parent);
-  if (store.backend === "cow") await Deno.truncate(store.image, source.size);
-  const count = blockCount(source.size);
-  const index = BlockIndex.empty(source.size);
-  // A legacy 2.1 parent has no index: hash its image once instead (cow only).
-  const legacyParentImage = parent && !parentIndex && rev.backend === "cow"
-    ? job.imagePath(parent.id)
-    : undefined;
-  const pool = new WorkerPool();
-  const window = pool.size * 3;
-  const stats = { changed: 0, zero: 0, same: 0, stored: 0, written: 0 };
-  const touchedDirs = new Set<string>();
-  /** Chunks this run created (none existed before): freed again if the copy fails. */
-  const fresh: Uint8Array[] = [];
+  // Workers first: starting them (a few ms of CPU each) overlaps the source's start.
+  const pool = new WorkerPool(source.workersPerCore * WorkerPool.defaultSize());
+  let run: SourceRun | undefined;
   try {
-    await pipeline(count, window, (i) => {
-      const offset = i * BLOCK_SIZE;
-      const length = Math.min(BLOCK_SIZE, source.size - offset);
-      // null: the parent has nothing here; undefined: legacy parent, hash its image.
-      // Digests of blocks of different length never match, so a resize rewrites the tail.
-      let parentDigest: Uint8Array | null | undefined = null;
-      if (parentIndex) {
-        if (i < parentIndex.count && !parentIndex.isZero(i)) {
-          parentDigest = parentIndex.digest(i).slice();
-        }
-      } else if (legacyParentImage) parentDigest = undefined;
-      return pool.backup({
-        offset,
-        length,
-        source: source.path,
-        store,
-        parentDigest,
-        parentImage: parentDigest === undefined ? legacyParentImage : undefined,
-      }).then((r) => {
-        if (r.kind === "written" && r.digest && store.backend === "chunked") fresh.push(r.digest);
-        return r;
-      });
-    }, (i, r) => {
-      index.set(i, r.digest);
-      if (r.kind === "zero") stats.zero++;
-      else if (r.kind === "same") stats.same++;
-      else {
-        stats.changed++;
-        stats.written += index.blockLength(i);
-        stats.stored += r.stored;
-        if (r.kind === "written" && r.digest && store.backend === "chunked") {
-          touchedDirs.add(join(store.chunks, hex(r.digest).slice(0, 2)));
-        }
-      }
-    });
-    await pool.closeFiles();
-    await syncStore(store, touchedDirs);
-    await job.writeIndex(rev.id, index);
-  } catch (e) {
-    // A failed copy frees its data (disk full!); only this run referenced these chunks.
-    if (store.backend === "chunked") {
-      for (const d of fresh) await removeIfExists(chunkPath(store.chunks, d)).catch(() => {});
+    run = await source.start(rev, parent, parentIndex);
+    const writer = await store.begin(rev, parent, parentIndex);
+    let copied: Copied;
+    try {
+      copied = await copyBlocks(run, writer, parentIndex, pool);
+      await pool.closeFiles();
+      await writer.commit(copied.index);
+    } catch (e) {
+      await writer.abort();
+      throw e;
     }
-    pool.terminate();
-    throw e;
-  }
-  try {
-    rev.stats.bytes_written = stats.written;
-    rev.stats.blocks = { changed: stats.changed, unchanged: stats.same, zero: stats.zero };
-    if (store.backend === "chunked") rev.stats.bytes_stored = stats.stored;
-    log.info("Data copied, verifying", {
+    const { index, changed, unchanged, zero, written } = copied;
+    Object.assign(rev.stats, {
+      bytes_written: written,
+      blocks: { changed, unchanged, zero },
+      ...writer.stats(),
+      ...run.stats(),
+    });
+    log.info(run.sample ? "Data copied, verifying a sample" : "Data copied, verifying", {
       id: rev.id,
-      changed: stats.changed,
-      unchanged: stats.same,
-      zero: stats.zero,
+      changed,
+      unchanged,
+      zero,
     });
-
-    // Verification (D11, file sources: in full): read every block back through the store
-    // and compare with the hashes taken from the source.
-    const mismatches: string[] = [];
-    const suspects: { digest: Uint8Array; length: number }[] = [];
-    await pipeline(count, window, (i) =>
-      pool.check({
-        offset: i * BLOCK_SIZE,
-        length: index.blockLength(i),
-        store,
-        digest: index.isZero(i) ? null : index.digest(i).slice(),
-      }).catch((e) => ({ ok: false, reason: errorMessage(e) })), (i, r) => {
-      if (r.ok) return;
-      mismatches.push(`block ${i} (offset ${i * BLOCK_SIZE}): ${r.reason}`);
-      if (!index.isZero(i)) {
-        suspects.push({ digest: index.digest(i).slice(), length: index.blockLength(i) });
+    try {
+      if (run.sample) {
+        rev.stats.verified_blocks = await verifySample(pool, index, writer.ref, run.sample, rev.id);
+        rev.stats.verification = "sampled";
+        rev.stats.verification_method = run.sample.method;
+      } else {
+        await verifyAll(pool, index, writer.ref, store, rev.id);
+        rev.stats.verification = "full";
       }
-    });
-    if (mismatches.length) {
-      // A rotten chunk would otherwise be deduplicated against by every later backup.
-      const moved = store.backend === "chunked"
-        ? quarantineCorruptChunks(store.chunks, suspects)
-        : [];
-      throw new VerificationError(
-        `verification of revision ${rev.id} failed: ${mismatches.length} of ${count} blocks ` +
-          `differ from the source; first: ${mismatches[0]}` +
-          (moved.length
-            ? `; moved ${moved.length} corrupt chunk file(s) aside to *.corrupt, ` +
-              "the next backup stores them anew"
-            : ""),
-      );
+    } catch (e) {
+      if (!(e instanceof VerificationError)) await writer.abort();
+      throw e;
     }
-    rev.stats.verification = "full";
+    await writer.seal();
   } finally {
     pool.terminate();
+    await run?.close();
   }
+}
+
+interface Copied {
+  index: BlockIndex;
+  changed: number;
+  unchanged: number;
+  zero: number;
+  /** Bytes of the blocks that differ from the parent (2.1's bytes_written). */
+  written: number;
+}
+
+/**
+ * The one loop: every block event of the source goes into the store through the Workers
+ * (at most a window of blocks in flight, whatever the image size); the index collects the
+ * digests they report.
+ */
+async function copyBlocks(
+  run: SourceRun,
+  writer: RevisionWriter,
+  parentIndex: BlockIndex | undefined,
+  pool: WorkerPool,
+): Promise<Copied> {
+  let index: BlockIndex | undefined;
+  const c = { changed: 0, unchanged: 0, zero: 0, written: 0 };
+  // null: the parent has nothing here; undefined: legacy parent, its image is hashed.
+  // Digests of blocks of different length never match, so a resize rewrites the tail.
+  const parentDigest = (i: number): Uint8Array | null | undefined => {
+    if (!parentIndex) return writer.legacyParentImage ? undefined : null;
+    return i < parentIndex.count && !parentIndex.isZero(i) ? parentIndex.digest(i).slice() : null;
+  };
+  const parentLength = (i: number) =>
+    parentIndex && i < parentIndex.count ? parentIndex.blockLength(i) : 0;
+  const window = pool.size * 3;
+  const inflight = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+  try {
+    for await (const ev of run.events) {
+      if (failure) break;
+      if (ev.kind === "size") {
+        if (index) throw new BackyError("the source sent the image size twice");
+        index = BlockIndex.empty(ev.size);
+        await writer.setSize(ev.size);
+        continue;
+      }
+      if (!index) throw new BackyError("the source sent a block before the image size");
+      const i = ev.block;
+      const idx = index;
+      const length = idx.blockLength(i);
+      const parent = parentDigest(i);
+      if (ev.kind === "unchanged" || (ev.kind === "zero" && parent === null)) {
+        // Known without reading: the parent's block (cow: already in the clone) or a hole.
+        const digest = ev.kind === "unchanged" ? parent ?? null : null;
+        idx.set(i, digest);
+        if (digest) c.unchanged++;
+        else c.zero++;
+        continue;
+      }
+      while (inflight.size >= window) await Promise.race(inflight);
+      if (failure) break;
+      const content: StoreRequest["content"] = ev.kind === "file"
+        ? { from: "file", path: ev.path }
+        : ev.kind === "data"
+        ? { from: "data", data: ev.data, uncovered: ev.uncovered, base: ev.base }
+        : { from: "zero" };
+      const p: Promise<void> = pool.store({
+        offset: i * BLOCK_SIZE,
+        length,
+        store: writer.ref,
+        content,
+        parentDigest: parent,
+        parentImage: parent === undefined ? writer.legacyParentImage : undefined,
+        parentLength: parentLength(i),
+      }).then((r) => {
+        if (r.buffer) run.recycle(r.buffer);
+        writer.stored(r.kind, r.digest, r.stored);
+        idx.set(i, r.digest);
+        if (r.kind === "zero") c.zero++;
+        else if (r.kind === "same") c.unchanged++;
+        else {
+          c.changed++;
+          c.written += length;
+        }
+      }, (e) => {
+        failure ??= { error: e };
+      }).finally(() => inflight.delete(p));
+      inflight.add(p);
+    }
+  } finally {
+    // Let the blocks in flight finish, so no Worker writes after we return.
+    await Promise.allSettled(inflight);
+  }
+  if (failure) throw failure.error;
+  if (!index) throw new BackyError("the source ended without an image size");
+  return { index, ...c };
 }

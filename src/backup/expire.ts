@@ -8,7 +8,7 @@ import { parseDuration } from "../config/duration.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete } from "../repo/revision.ts";
 import { expire as planExpiry, type Schedule } from "../scheduler/schedule.ts";
-import { collectGarbage, type GcResult } from "../store/gc.ts";
+import { type GcResult, storeFor } from "../store/store.ts";
 
 const log = logger("expire");
 
@@ -59,7 +59,8 @@ export async function expireJob(job: JobDir, now = Date.now() / 1000): Promise<E
       await job.writeRevision(rev, 0o440);
     }
     const result: ExpireResult = { retagged: plan.retag.size, removed: [] };
-    if (plan.remove.length === 0 && job.config.backend !== "chunked") return result;
+    const store = storeFor(job);
+    if (plan.remove.length === 0 && !store.collectsGarbage) return result;
     let purge;
     try {
       purge = await job.lockPurge();
@@ -70,11 +71,11 @@ export async function expireJob(job: JobDir, now = Date.now() / 1000): Promise<E
     try {
       for (const id of plan.remove) {
         log.info("Removing expired revision", { id });
-        await job.removeRevision(id);
+        await storeFor(job, complete.find((r) => r.id === id)!.backend).removeRevision(id);
         result.removed.push(id);
       }
-      if (job.config.backend === "chunked") {
-        result.gc = await collectGarbage(job);
+      if (store.collectsGarbage) {
+        result.gc = await store.collectGarbage();
         log.info("Chunk store cleaned", { ...result.gc });
       }
     } finally {

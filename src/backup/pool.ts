@@ -1,26 +1,29 @@
-/** A small pool of data-path Workers (one per core) with request/response by id. */
+/** A small pool of data-path Workers (one per core) with typed request/response by id. */
 import { BackyError } from "../util/errors.ts";
+import { DamagedBlockError } from "../store/block_store.ts";
 import type {
-  ApplyBlock,
-  ApplyResult,
-  BackupBlock,
-  BackupResult,
-  CheckBlock,
+  CheckRequest,
   CheckResult,
-  ReadBlock,
+  Op,
+  Ops,
+  ReadRequest,
   ReadResult,
-  Request,
+  StoreRequest,
+  StoreResult,
+  WorkerMessage,
+  WorkerReply,
 } from "./protocol.ts";
 
 interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
+  worker: number;
 }
 
 export class WorkerPool {
   private workers: Worker[] = [];
   private load: number[] = [];
-  private pending = new Map<number, Pending & { worker: number }>();
+  private pending = new Map<number, Pending>();
   private nextId = 1;
 
   /** One Worker per core, at most two (the coordinator and rbd need CPU too). */
@@ -31,7 +34,7 @@ export class WorkerPool {
   constructor(size = WorkerPool.defaultSize()) {
     for (let i = 0; i < size; i++) {
       const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
-      w.onmessage = (ev) => this.settle(ev.data);
+      w.onmessage = (ev: MessageEvent<WorkerReply>) => this.settle(ev.data);
       w.onerror = (ev) => {
         ev.preventDefault();
         this.failAll(new BackyError(`data worker crashed: ${ev.message}`));
@@ -45,20 +48,13 @@ export class WorkerPool {
     return this.workers.length;
   }
 
-  private settle(msg: { id: number; result?: unknown; error?: string; code?: string }) {
+  private settle(msg: WorkerReply) {
     const p = this.pending.get(msg.id);
     if (!p) return;
     this.pending.delete(msg.id);
     this.load[p.worker]--;
-    if (msg.error !== undefined) {
-      p.reject(
-        new BackyError(
-          msg.code === "ENOSPC" && !/no space left/i.test(msg.error)
-            ? `No space left on device: ${msg.error}`
-            : msg.error,
-        ),
-      );
-    } else p.resolve(msg.result);
+    if ("error" in msg) p.reject(workerError(msg));
+    else p.resolve(msg.result);
   }
 
   private failAll(e: Error) {
@@ -68,44 +64,44 @@ export class WorkerPool {
     }
   }
 
-  private send<T>(req: Request, transfer: Transferable[] = []): Promise<T> {
-    let w = 0;
-    for (let i = 1; i < this.workers.length; i++) if (this.load[i] < this.load[w]) w = i;
+  private post<K extends Op>(
+    w: number,
+    op: K,
+    req: Ops[K][0],
+    transfer: Transferable[] = [],
+  ): Promise<Ops[K][1]> {
     const id = this.nextId++;
     this.load[w]++;
-    return new Promise<T>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, worker: w });
-      this.workers[w].postMessage({ id, req }, { transfer });
+      this.workers[w].postMessage({ id, op, req } satisfies WorkerMessage<K>, { transfer });
     });
   }
 
-  backup(req: Omit<BackupBlock, "op">): Promise<BackupResult> {
-    return this.send({ op: "backup", ...req });
+  /** Sends a request to the least loaded Worker. */
+  private send<K extends Op>(op: K, req: Ops[K][0], transfer?: Transferable[]) {
+    let w = 0;
+    for (let i = 1; i < this.workers.length; i++) if (this.load[i] < this.load[w]) w = i;
+    return this.post(w, op, req, transfer);
   }
 
-  check(req: Omit<CheckBlock, "op">): Promise<CheckResult> {
-    return this.send({ op: "check", ...req });
+  /** Stores a block; a `data` block's buffer moves to the Worker and comes back in the result. */
+  store(req: StoreRequest): Promise<StoreResult> {
+    const transfer = req.content.from === "data" ? [req.content.data.buffer as ArrayBuffer] : [];
+    return this.send("store", req, transfer);
   }
 
-  read(req: Omit<ReadBlock, "op">): Promise<ReadResult> {
-    return this.send({ op: "read", ...req }, req.into ? [req.into.buffer as ArrayBuffer] : []);
+  check(req: CheckRequest): Promise<CheckResult> {
+    return this.send("check", req);
   }
 
-  /** The block's buffer moves to the Worker (no copy) and comes back in the result. */
-  apply(req: Omit<ApplyBlock, "op">): Promise<ApplyResult> {
-    return this.send({ op: "apply", ...req }, [req.data.buffer as ArrayBuffer]);
+  read(req: ReadRequest): Promise<ReadResult> {
+    return this.send("read", req, req.into ? [req.into.buffer as ArrayBuffer] : []);
   }
 
   /** Closes the Workers' cached file descriptors (before fsync/rename by the coordinator). */
   async closeFiles(): Promise<void> {
-    await Promise.all(this.workers.map((_, i) => {
-      const id = this.nextId++;
-      this.load[i]++;
-      return new Promise((resolve, reject) => {
-        this.pending.set(id, { resolve, reject, worker: i });
-        this.workers[i].postMessage({ id, req: { op: "close" } });
-      });
-    }));
+    await Promise.all(this.workers.map((_, i) => this.post(i, "close", {})));
   }
 
   terminate(): void {
@@ -113,6 +109,16 @@ export class WorkerPool {
     this.failAll(new BackyError("data workers stopped"));
     this.workers = [];
   }
+}
+
+/** A Worker's error as the coordinator's: damaged blocks stay recognisable, ENOSPC is named. */
+function workerError(msg: { error: string; code?: string; name?: string }): BackyError {
+  if (msg.name === "DamagedBlockError") return new DamagedBlockError(msg.error, "");
+  return new BackyError(
+    msg.code === "ENOSPC" && !/no space left/i.test(msg.error)
+      ? `No space left on device: ${msg.error}`
+      : msg.error,
+  );
 }
 
 /**

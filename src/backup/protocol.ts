@@ -1,34 +1,41 @@
-/** Messages between the data-path coordinator and its Workers (one per core, design D5). */
-import type { Backend } from "../repo/revision.ts";
+/**
+ * Requests between the data-path coordinator and its Workers (one per core, design D5): a
+ * typed table of operations, each a request and its result. Block buffers travel by
+ * transfer, never as structured-clone copies.
+ */
+import type { BlockKind, StoreRef } from "../store/block_store.ts";
 
-/** Where a revision's blocks live. */
-export type StoreRef =
-  | { backend: "cow"; image: string }
-  | { backend: "chunked"; chunks: string };
-
-export interface BackupBlock {
-  op: "backup";
+/** Stores one block of a new revision. */
+export interface StoreRequest {
   offset: number;
   length: number;
-  source: string;
   store: StoreRef;
-  /** Parent's digest for this block; null = zero/absent; undefined = unknown (legacy). */
+  content:
+    /** Read it from this local file at the same offset (file sources). */
+    | { from: "file"; path: string }
+    /** These bytes; `uncovered` ranges take the parent's bytes ("parent") or zeros. */
+    | { from: "data"; data: Uint8Array; uncovered: [number, number][]; base: "zero" | "parent" }
+    /** All zeros. */
+    | { from: "zero" };
+  /** The parent's digest here; null = the parent has nothing (zeros); undefined = unknown. */
   parentDigest?: Uint8Array | null;
-  /** Legacy parent image without index: hash its block to compare. */
+  /** Unknown parent digest (legacy parent without index): hash this image's block instead. */
   parentImage?: string;
+  /** Length of the parent's block (differs from `length` at a resized image's end). */
+  parentLength: number;
 }
 
-export type BlockKind = "zero" | "same" | "written" | "dedup";
-
-export interface BackupResult {
+export interface StoreResult {
   kind: BlockKind;
   digest: Uint8Array | null;
   /** Bytes that landed on disk (compressed size for chunks). */
   stored: number;
+  /** A `data` request's buffer, handed back for reuse. */
+  buffer?: Uint8Array;
 }
 
-export interface CheckBlock {
-  op: "check";
+/** Checks that a stored block matches its index. */
+export interface CheckRequest {
   offset: number;
   length: number;
   store: StoreRef;
@@ -40,8 +47,8 @@ export interface CheckResult {
   reason?: string;
 }
 
-export interface ReadBlock {
-  op: "read";
+/** Reads a stored block, checked against `digest`. */
+export interface ReadRequest {
   offset: number;
   length: number;
   store: StoreRef;
@@ -58,28 +65,25 @@ export interface ReadResult {
   zero: boolean;
 }
 
-/**
- * A block assembled from a stream of changes (rbd diffs): `data` holds the bytes the stream
- * covered (anything elsewhere: the buffer is reused); `uncovered` ranges take the parent's
- * bytes when `base` is "parent", else zeros. Then it is stored like a backup block.
- */
-export interface ApplyBlock {
-  op: "apply";
-  offset: number;
-  length: number;
-  data: Uint8Array;
-  uncovered: [number, number][];
-  base: "zero" | "parent";
-  store: StoreRef;
-  parentDigest: Uint8Array | null;
-  /** Length of the parent's block (differs from `length` at a resized image's end). */
-  parentLength: number;
+/** Every operation a Worker serves: [request, result]. */
+export interface Ops {
+  store: [StoreRequest, StoreResult];
+  check: [CheckRequest, CheckResult];
+  read: [ReadRequest, ReadResult];
+  /** Closes cached descriptors (before the coordinator fsyncs and renames). */
+  close: [Record<string, never>, null];
 }
 
-export interface ApplyResult extends BackupResult {
-  /** The block buffer, handed back for reuse. */
-  buffer: Uint8Array;
+export type Op = keyof Ops;
+
+/** A request as posted to a Worker. */
+export interface WorkerMessage<K extends Op = Op> {
+  id: number;
+  op: K;
+  req: Ops[K][0];
 }
 
-export type Request = BackupBlock | CheckBlock | ReadBlock | ApplyBlock | { op: "close" };
-export type Backends = Backend;
+/** A Worker's answer: a result, or an error's message, code and name. */
+export type WorkerReply =
+  | { id: number; result: unknown }
+  | { id: number; error: string; code?: string; name?: string };

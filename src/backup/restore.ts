@@ -7,55 +7,18 @@ import { basename, dirname, join, resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { exists, fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
-import { BLOCK_SIZE, blockCount, type BlockIndex } from "../repo/index_file.ts";
+import { alignedBuffer } from "../util/native/buffer.ts";
+import { BLOCK_SIZE, blockCount } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
-import { isComplete, type Revision } from "../repo/revision.ts";
-import type { StoreRef } from "./protocol.ts";
-import { pipeline, WorkerPool } from "./pool.ts";
+import type { Revision } from "../repo/revision.ts";
+import { type RevisionData, storeFor } from "../store/store.ts";
 import { Rbd } from "../sources/ceph/rbd.ts";
-import { pipeBuffer } from "../util/pipe.ts";
+import { pipeline, WorkerPool } from "./pool.ts";
 
 const log = logger("restore");
 
 export interface RestoreOptions {
   force: boolean;
-}
-
-/** What a revision's data looks like to readers: its size, index (if any) and store. */
-export interface RevisionData {
-  size: number;
-  index?: BlockIndex;
-  store: StoreRef;
-}
-
-export async function openRevisionData(job: JobDir, rev: Revision): Promise<RevisionData> {
-  if (!isComplete(rev)) {
-    throw new BackyError(
-      `revision ${rev.id} is incomplete (its backup did not finish${
-        rev.error ? `: ${rev.error}` : ""
-      }); choose a complete one (see 'backy status')`,
-    );
-  }
-  const index = await job.readIndex(rev.id);
-  if (rev.backend === "chunked") {
-    if (!index) {
-      throw new BackyError(`revision ${rev.id}: index file ${job.indexPath(rev.id)} is missing`);
-    }
-    return { size: index.size, index, store: { backend: "chunked", chunks: job.chunksDir } };
-  }
-  const image = job.imagePath(rev.id);
-  let size: number;
-  try {
-    size = (await Deno.stat(image)).size;
-  } catch (e) {
-    throw new BackyError(`revision ${rev.id}: cannot open image ${image}: ${errorMessage(e)}`);
-  }
-  if (index && index.size !== size) {
-    throw new BackyError(
-      `revision ${rev.id}: image ${image} has ${size} bytes but its index says ${index.size}`,
-    );
-  }
-  return { size, index, store: { backend: "cow", image } };
 }
 
 type Target =
@@ -133,7 +96,7 @@ function blockRequest(data: RevisionData, i: number) {
   return {
     offset,
     length: Math.min(BLOCK_SIZE, data.size - offset),
-    store: data.store,
+    store: data.ref,
     digest: data.index ? (data.index.isZero(i) ? null : data.index.digest(i).slice()) : undefined,
   };
 }
@@ -142,18 +105,18 @@ function blockRequest(data: RevisionData, i: number) {
  * Every block of a revision, in order, into `write` (zero blocks as a shared zero buffer).
  * Block buffers travel to a Worker and back, and are reused once `write` is done with them
  * instead of a fresh 4 MiB allocation per block (page faults on new memory are expensive).
+ * They are page-aligned: the kernel's copies into pipes (rbd) run at full speed.
  */
 async function streamBlocks(
   pool: WorkerPool,
   data: RevisionData,
   write: (bytes: Uint8Array) => Promise<void>,
-  newBuffer: () => Uint8Array,
 ): Promise<void> {
   const zeros = new Uint8Array(BLOCK_SIZE);
   const spare: Uint8Array[] = [];
   await pipeline(blockCount(data.size), pool.size * 3, (i) => {
     const req = blockRequest(data, i);
-    const into = req.digest !== null ? spare.pop() ?? newBuffer() : undefined;
+    const into = req.digest !== null ? spare.pop() ?? alignedBuffer(BLOCK_SIZE) : undefined;
     return pool.read({ ...req, into });
   }, async (i, r) => {
     await write(r.data ?? zeros.subarray(0, blockRequest(data, i).length));
@@ -172,12 +135,12 @@ export async function restore(
   const pool = new WorkerPool();
   let out: Target | undefined;
   try {
-    const data = await openRevisionData(job, rev);
+    const data = await storeFor(job, rev.backend).open(rev);
     out = await openTarget(target, opts);
     if (target !== "-") log.info("Restoring revision", { id: rev.id, target, size: data.size });
     if (out.kind === "file") await Deno.truncate(out.tmp, data.size);
     if (out.kind === "stream") {
-      await streamBlocks(pool, data, out.write, () => new Uint8Array(BLOCK_SIZE));
+      await streamBlocks(pool, data, out.write);
     } else {
       // The Workers write into the file or device themselves.
       const dest = out.kind === "file"
@@ -233,13 +196,9 @@ async function restoreToRbd(
   const readLock = await job.lockRead();
   const pool = new WorkerPool();
   try {
-    const data = await openRevisionData(job, rev);
+    const data = await storeFor(job, rev.backend).open(rev);
     log.info("Restoring revision into Ceph", { id: rev.id, image: spec, size: data.size });
-    // Page-aligned buffers: the kernel's copies into rbd's pipe run at full speed.
-    await rbd.importFrom(
-      tmp,
-      (feed) => streamBlocks(pool, data, feed, () => pipeBuffer(BLOCK_SIZE)),
-    );
+    await rbd.importFrom(tmp, (feed) => streamBlocks(pool, data, feed));
     if (existing) await rbd.remove(spec);
     await rbd.rename(tmp, spec);
     log.info("Restore complete", { id: rev.id, image: spec, bytes: data.size });

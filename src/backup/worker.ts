@@ -2,203 +2,120 @@
 /// <reference lib="deno.worker" />
 /**
  * Data-path Worker: positional reads into page-aligned buffers, zero detection, SHA-256,
- * zstd, and writes into the store — so the coordinating thread never touches block data.
+ * and puts/gets through the store's block face (store/block_store.ts), so the coordinating
+ * thread never touches block data. Requests are served from a typed table (protocol.ts).
  */
 import * as fs from "node:fs";
-import { Buffer } from "node:buffer";
-import { createHash } from "node:crypto";
-import { alignedBuffer } from "../util/fs.ts";
-import { punchHole } from "../util/fallocate.ts";
+import { isZero, sha256 } from "../util/bytes.ts";
+import { PositionalWriter, preadFull } from "../util/directio.ts";
 import { released } from "../util/gc.ts";
-import { directAligned, openDirect, pwriteAll } from "../util/directio.ts";
-import { BLOCK_SIZE, hex, sameDigest } from "../repo/index_file.ts";
-import { chunkExists, readChunk, writeChunk } from "../store/chunkfile.ts";
+import { alignedBuffer } from "../util/native/buffer.ts";
+import { BLOCK_SIZE, sameDigest } from "../repo/index_file.ts";
+import type { BlockStore, StoreRef } from "../store/block_store.ts";
+import { openBlocks } from "../store/blocks.ts";
 import type {
-  ApplyBlock,
-  ApplyResult,
-  BackupBlock,
-  BackupResult,
-  CheckBlock,
+  CheckRequest,
   CheckResult,
-  ReadBlock,
+  Op,
+  Ops,
+  ReadRequest,
   ReadResult,
-  Request,
+  StoreRequest,
+  StoreResult,
+  WorkerMessage,
+  WorkerReply,
 } from "./protocol.ts";
 
 const buf = alignedBuffer(BLOCK_SIZE);
 const buf2 = alignedBuffer(BLOCK_SIZE);
 const zeros = new Uint8Array(BLOCK_SIZE);
-const fds = new Map<string, number>();
 
-function fd(path: string, flags: "r" | "r+"): number {
-  const key = `${flags}:${path}`;
-  let f = fds.get(key);
-  if (f === undefined) {
-    f = fs.openSync(path, flags);
-    fds.set(key, f);
-  }
+/** Descriptors and block faces, kept until the coordinator asks to close them. */
+const readFds = new Map<string, number>();
+const stores = new Map<string, BlockStore>();
+const targets = new Map<string, PositionalWriter>();
+
+function readFd(path: string): number {
+  let f = readFds.get(path);
+  if (f === undefined) readFds.set(path, f = fs.openSync(path, "r"));
   return f;
 }
 
-function preadFull(f: number, into: Uint8Array, length: number, offset: number): Uint8Array {
-  let got = 0;
-  while (got < length) {
-    const n = fs.readSync(f, into, got, length - got, offset + got);
-    if (n === 0) break; // short file: the rest reads as zeros
-    got += n;
-  }
-  if (got < length) into.fill(0, got, length);
-  return into.subarray(0, length);
+function blocks(ref: StoreRef): BlockStore {
+  const key = JSON.stringify(ref);
+  let b = stores.get(key);
+  if (!b) stores.set(key, b = openBlocks(ref));
+  return b;
 }
 
-const direct = new Map<string, number | undefined>();
-
-/**
- * Writes into an image or restore target: O_DIRECT when the block allows it (whole 4 KiB
- * units from a page-aligned buffer), which is several times faster than the page cache's
- * writeback here; the coordinator fsyncs the file afterwards either way.
- */
-function writeAt(path: string, data: Uint8Array, offset: number): void {
-  if (!direct.has(path)) direct.set(path, openDirect(path));
-  const dfd = direct.get(path);
-  if (dfd !== undefined && directAligned(data, offset)) return pwriteAll(dfd, data, offset);
-  if (dfd !== undefined && offset % 4096 === 0 && data.length % 4096 === 0) {
-    // An unaligned buffer (e.g. zstd output): copy into our aligned one.
-    const copy = buf2.subarray(0, data.length);
-    copy.set(data);
-    return pwriteAll(dfd, copy, offset);
-  }
-  pwriteAll(fd(path, "r+"), data, offset);
+function target(path: string): PositionalWriter {
+  let t = targets.get(path);
+  if (!t) targets.set(path, t = new PositionalWriter(path));
+  return t;
 }
 
-const zeroBuf = Buffer.alloc(BLOCK_SIZE);
-
-/** memcmp against a zero block (native; a JS loop over the words is several times slower). */
-export function isZero(data: Uint8Array): boolean {
-  // Random data differs in the first bytes: answer without touching the rest.
-  if (data.length > 0 && (data[0] !== 0 || data[data.length - 1] !== 0)) return false;
-  const view = Buffer.from(data.buffer, data.byteOffset, data.length);
-  return view.equals(zeroBuf.subarray(0, data.length));
-}
-
-function sha256(data: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(data).digest());
-}
-
-function backup(m: BackupBlock): BackupResult {
-  const data = preadFull(fd(m.source, "r"), buf, m.length, m.offset);
-  let parent = m.parentDigest;
-  if (parent === undefined && m.parentImage) {
-    const old = preadFull(fd(m.parentImage, "r"), buf2, m.length, m.offset);
-    parent = isZero(old) ? null : sha256(old);
-  }
-  return store(m, data, parent);
-}
-
-/** Stores one block whose content is known: hole, unchanged, or written (design D4). */
-function store(
-  m: { offset: number; length: number; store: BackupBlock["store"] },
-  data: Uint8Array,
-  parent: Uint8Array | null | undefined,
-): BackupResult {
-  if (isZero(data)) {
-    if (m.store.backend === "cow" && parent !== null) {
-      // The clone carries the parent's data here: make it a hole again.
-      const t = fd(m.store.image, "r+");
-      if (!punchHole(t, m.offset, m.length)) pwriteAll(t, zeros.subarray(0, m.length), m.offset);
-    }
-    return { kind: "zero", digest: null, stored: 0 };
-  }
-  const digest = sha256(data);
-  if (parent && sameDigest(parent, digest)) {
-    // Unchanged; but a chunk that was lost or moved aside as corrupt is stored anew.
-    if (m.store.backend === "cow" || chunkExists(m.store.chunks, digest)) {
-      return { kind: "same", digest, stored: 0 };
-    }
-  }
-  if (m.store.backend === "cow") {
-    writeAt(m.store.image, data, m.offset);
-    return { kind: "written", digest, stored: m.length };
-  }
-  const stored = writeChunk(m.store.chunks, digest, data);
-  return { kind: stored ? "written" : "dedup", digest, stored };
-}
-
-function apply(m: ApplyBlock): ApplyResult {
-  let data = m.data.subarray(0, m.length);
-  const whole = m.uncovered.length === 1 && m.uncovered[0][0] === 0 &&
-    m.uncovered[0][1] >= m.length;
-  if (whole && (m.base === "zero" || !m.parentDigest)) {
+/** The block's content: read from the source file, or the bytes sent with gaps filled. */
+function content(m: StoreRequest, store: BlockStore): Uint8Array {
+  const c = m.content;
+  if (c.from === "file") return preadFull(readFd(c.path), buf, m.length, m.offset);
+  if (c.from === "zero") return zeros.subarray(0, m.length);
+  let data = c.data.subarray(0, m.length);
+  const whole = c.uncovered.length === 1 && c.uncovered[0][0] === 0 &&
+    c.uncovered[0][1] >= m.length;
+  if (whole && (c.base === "zero" || !m.parentDigest)) {
     data = zeros.subarray(0, m.length); // nothing arrived for this block: it reads as zeros
-  } else if (m.uncovered.length) {
+  } else if (c.uncovered.length) {
     // The buffer holds only what the stream covered; the rest is the parent's or zeros.
-    for (const [at, len] of m.uncovered) data.fill(0, at, at + len);
-    if (m.base === "parent" && m.parentDigest) {
-      let old: Uint8Array;
-      if (m.store.backend === "cow") {
-        // The new image is a clone of the parent: its bytes are the parent's.
-        old = preadFull(fd(m.store.image, "r"), buf2, m.length, m.offset);
-      } else {
-        old = readChunk(m.store.chunks, m.parentDigest, m.parentLength);
-      }
-      for (const [at, len] of m.uncovered) {
+    for (const [at, len] of c.uncovered) data.fill(0, at, at + len);
+    if (c.base === "parent" && m.parentDigest) {
+      const old = store.parentBytes(m.offset, m.length, m.parentDigest, m.parentLength);
+      for (const [at, len] of c.uncovered) {
         const end = Math.min(at + len, old.length);
         if (end > at) data.set(old.subarray(at, end), at);
       }
     }
   }
-  const result = store(m, data, m.parentDigest);
-  return { ...result, buffer: m.data };
+  return data;
 }
 
-/** A block of the store; chunks are decoded straight into `into` when given. */
-function readStored(
-  m: { offset: number; length: number; store: ReadBlock["store"] },
-  digest: Uint8Array | null | undefined,
-  into?: Uint8Array,
-): Uint8Array {
-  if (m.store.backend === "cow") return preadFull(fd(m.store.image, "r"), buf, m.length, m.offset);
-  if (!digest) return zeros.subarray(0, m.length);
-  return readChunk(m.store.chunks, digest, m.length, into);
-}
-
-function check(m: CheckBlock): CheckResult {
-  const data = readStored(m, m.digest);
-  if (m.digest === null) {
-    return isZero(data) ? { ok: true } : { ok: false, reason: "expected zeros, found data" };
+/** Stores one block whose content is known: hole, unchanged, or written (design D4). */
+function storeBlock(m: StoreRequest): StoreResult {
+  const store = blocks(m.store);
+  const data = content(m, store);
+  let parent = m.parentDigest;
+  if (parent === undefined && m.parentImage) {
+    const old = preadFull(readFd(m.parentImage), buf2, m.length, m.offset);
+    parent = isZero(old) ? null : sha256(old);
   }
-  const got = sha256(data);
-  if (!sameDigest(got, m.digest)) {
-    return {
-      ok: false,
-      reason: `stored ${hex(got).slice(0, 16)}…, source ${hex(m.digest).slice(0, 16)}…`,
-    };
+  const buffer = m.content.from === "data" ? m.content.data : undefined;
+  if (isZero(data)) {
+    store.zero(m.offset, m.length, parent !== null);
+    return { kind: "zero", digest: null, stored: 0, buffer };
   }
-  return { ok: true };
+  const digest = sha256(data);
+  if (parent && sameDigest(parent, digest) && store.hasParentBlock(m.offset, digest)) {
+    return { kind: "same", digest, stored: 0, buffer };
+  }
+  const stored = store.write(m.offset, data, digest);
+  return { kind: stored ? "written" : "dedup", digest, stored, buffer };
 }
 
-function read(m: ReadBlock): ReadResult {
+function check(m: CheckRequest): CheckResult {
+  return blocks(m.store).check(m.offset, m.length, m.digest);
+}
+
+function read(m: ReadRequest): ReadResult {
   let data: Uint8Array;
   let zero: boolean;
   if (m.digest === null) {
     data = zeros.subarray(0, m.length);
     zero = true;
   } else {
-    data = readStored(m, m.digest, m.into);
-    if (m.digest !== undefined && m.store.backend === "cow") {
-      const got = sha256(data);
-      if (!sameDigest(got, m.digest)) {
-        throw new Error(
-          `image ${m.store.image} is corrupt at offset ${m.offset}: block does not match its index`,
-        );
-      }
-      zero = false;
-    } else {
-      zero = m.digest === undefined ? isZero(data) : false;
-    }
+    data = blocks(m.store).get(m.offset, m.length, m.digest, m.into);
+    zero = m.digest === undefined ? isZero(data) : false;
   }
   if (m.out) {
-    if (!zero || m.out.writeZeros) writeAt(m.out.path, data, m.offset);
+    if (!zero || m.out.writeZeros) target(m.out.path).write(data, m.offset);
     return { zero };
   }
   if (zero) return { zero };
@@ -210,30 +127,44 @@ function read(m: ReadBlock): ReadResult {
   return { data: data.slice(), zero };
 }
 
-self.onmessage = (ev: MessageEvent<{ id: number; req: Request }>) => {
-  const { id, req } = ev.data;
+function close(): null {
+  for (const f of readFds.values()) fs.closeSync(f);
+  for (const s of stores.values()) s.close();
+  for (const t of targets.values()) t.close();
+  readFds.clear();
+  stores.clear();
+  targets.clear();
+  return null;
+}
+
+const handlers: { [K in Op]: (req: Ops[K][0]) => Ops[K][1] } = {
+  store: storeBlock,
+  check,
+  read,
+  close,
+};
+
+/** Block buffers in a result go back by transfer, not as 4 MiB structured-clone copies. */
+function transferables(result: unknown): Transferable[] {
+  const r = result as { data?: Uint8Array; buffer?: Uint8Array } | null;
+  const out: Transferable[] = [];
+  if (r?.data) out.push(r.data.buffer as ArrayBuffer);
+  if (r?.buffer) out.push(r.buffer.buffer as ArrayBuffer);
+  return out;
+}
+
+self.onmessage = (ev: MessageEvent<WorkerMessage>) => {
+  const { id, op, req } = ev.data;
+  let reply: WorkerReply;
   try {
-    let result: unknown;
-    if (req.op === "backup") result = backup(req);
-    else if (req.op === "check") result = check(req);
-    else if (req.op === "read") result = read(req);
-    else if (req.op === "apply") result = apply(req);
-    else {
-      for (const f of fds.values()) fs.closeSync(f);
-      fds.clear();
-      for (const f of direct.values()) if (f !== undefined) fs.closeSync(f);
-      direct.clear();
-      result = null;
-    }
-    // Block buffers go back by transfer, not as a 4 MiB structured-clone copy each.
-    const transfer = (result as ReadResult | null)?.data
-      ? [(result as ReadResult).data!.buffer]
-      : (result as ApplyResult | null)?.buffer
-      ? [(result as ApplyResult).buffer.buffer]
-      : [];
-    self.postMessage({ id, result }, { transfer: transfer as Transferable[] });
+    const handler = handlers[op] as ((r: unknown) => unknown) | undefined;
+    if (!handler) throw new Error(`unknown data-path request '${op}'`);
+    const result = handler(req);
+    self.postMessage({ id, result } satisfies WorkerReply, { transfer: transferables(result) });
+    return;
   } catch (e) {
     const err = e as Error & { code?: string };
-    self.postMessage({ id, error: err.message ?? String(e), code: err.code });
+    reply = { id, error: err.message ?? String(e), code: err.code, name: err.name };
   }
+  self.postMessage(reply);
 };

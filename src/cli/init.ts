@@ -1,29 +1,14 @@
 /** `backy init [--backend cow|chunked] TYPE SOURCE` (spec 1.2, design D2). */
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { exists, removeIfExists } from "../util/fs.ts";
+import { exists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
-import { run } from "../util/proc.ts";
 import { JobDir } from "../repo/jobdir.ts";
 import { SOURCE_TYPES, sourceFromCli, type SourceType } from "../repo/jobconfig.ts";
 import type { Backend } from "../repo/revision.ts";
+import { probeBackend } from "../store/probe.ts";
 
 const log = logger("init");
-
-/** cow where the directory's filesystem can reflink, else chunked (design D2). */
-export async function probeBackend(dir: string): Promise<Backend> {
-  const a = join(dir, `.reflink-probe-${Deno.pid}`);
-  const b = `${a}.clone`;
-  try {
-    await Deno.writeFile(a, new Uint8Array(4096).fill(1));
-    const cp = Deno.env.get("BACKY_CP") ?? "cp";
-    const r = await run(cp, ["--reflink=always", a, b]);
-    return r.code === 0 ? "cow" : "chunked";
-  } finally {
-    await removeIfExists(a);
-    await removeIfExists(b);
-  }
-}
 
 export async function init(
   dir: string,

@@ -3,11 +3,12 @@
  * Exit codes (design D8): 0 success, 1 failure with `Error: <message>` on stderr.
  */
 import { Command, CommanderError } from "@commander-js/extra-typings";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { logger, setupLogging, stopLogging } from "../util/log.ts";
 import { JobDir } from "../repo/jobdir.ts";
 import { resolveSpec } from "../repo/spec.ts";
+import { storeFor } from "../store/store.ts";
 import { backup } from "../backup/backup.ts";
 import { restore } from "../backup/restore.ts";
 import { expireJob } from "../backup/expire.ts";
@@ -107,13 +108,14 @@ export function buildProgram(): Command {
     .action(async (opts) => {
       const job = await openJob(g());
       const rev = resolveSpec(await warnProblems(job), opts.revision, job.path);
-      if (rev.backend === "chunked") {
+      const image = storeFor(job, rev.backend).imageName(rev.id);
+      if (!image) {
         throw new BackyError(
-          `revision ${rev.id} is stored in the chunked backend and has no image file; ` +
+          `revision ${rev.id} is stored in the ${rev.backend} backend and has no image file; ` +
             `use 'backy restore -r ${rev.id} -' to stream it`,
         );
       }
-      print(job.imagePath(rev.id));
+      print(join(job.path, image));
     });
 
   program.command("status")

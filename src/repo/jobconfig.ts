@@ -4,7 +4,7 @@
  */
 import YAML from "yaml";
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { SOURCE_TYPES, validateSource } from "../config/source_config.ts";
+import { SOURCE_TYPES, type SourceSettings, validateSource } from "../config/source_config.ts";
 import type { Backend } from "./revision.ts";
 
 export { SOURCE_TYPES };
@@ -12,7 +12,10 @@ export type SourceType = typeof SOURCE_TYPES[number];
 
 export interface JobDirConfig {
   type: SourceType;
+  /** The source keys as written (kept for writing the file back unchanged). */
   source: Record<string, unknown>;
+  /** The same, validated and typed, defaults applied. */
+  settings: SourceSettings;
   /** Legacy 2.1 jobs have no backend key: their revisions are raw images (cow). */
   backend: Backend;
   schedule?: Record<string, { interval: number | string; keep: number }>;
@@ -35,7 +38,7 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
     );
   }
   // The same rules as the scheduler config's `source:` sections (unknown keys, types).
-  validateSource({ type, ...source }, { file, path: "" });
+  const { settings } = validateSource({ type, ...source }, { file, path: "" });
   // `cowfile` is backy 2.2's name for the same raw-image layout.
   if (
     backend !== undefined && backend !== "cow" && backend !== "chunked" && backend !== "cowfile"
@@ -50,12 +53,13 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
   return {
     type: type as SourceType,
     source,
+    settings,
     backend: backend === "chunked" ? "chunked" : "cow",
     schedule: schedule as JobDirConfig["schedule"],
   };
 }
 
-export function serializeJobConfig(cfg: JobDirConfig): string {
+export function serializeJobConfig(cfg: Omit<JobDirConfig, "settings">): string {
   const out: Record<string, unknown> = { type: cfg.type, ...cfg.source, backend: cfg.backend };
   if (cfg.schedule) out.schedule = cfg.schedule;
   return YAML.stringify(out);

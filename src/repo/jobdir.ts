@@ -47,7 +47,7 @@ export class JobDir {
     return new JobDir(path, parseJobConfig(text, cfgFile));
   }
 
-  static async writeConfig(dir: string, cfg: JobDirConfig): Promise<void> {
+  static async writeConfig(dir: string, cfg: Omit<JobDirConfig, "settings">): Promise<void> {
     await atomicWrite(JobDir.configPath(dir), serializeJobConfig(cfg), 0o644);
   }
 
@@ -109,11 +109,15 @@ export class JobDir {
     await atomicWrite(this.indexPath(id), index.encode(), 0o440);
   }
 
-  /** Removes exactly this revision's files (never a glob: ids may prefix other ids). */
-  async removeRevision(id: string): Promise<void> {
-    await removeIfExists(this.imagePath(id));
-    await removeIfExists(this.indexPath(id));
+  /**
+   * Removes exactly this revision's files (never a glob: ids may prefix other ids): the
+   * `.rev` first, so a revision whose data is half gone is never listed as complete, then
+   * the index, then `dataFiles` (the store's own files of this revision).
+   */
+  async removeRevision(id: string, dataFiles: string[] = []): Promise<void> {
     await removeIfExists(this.revPath(id));
+    await removeIfExists(this.indexPath(id));
+    for (const file of dataFiles) await removeIfExists(file);
     for await (const entry of Deno.readDir(this.path)) {
       if (isTempName(entry.name) && entry.name.startsWith(`.${id}`)) {
         const rest = entry.name.slice(id.length + 1);
@@ -123,11 +127,14 @@ export class JobDir {
     await this.dropDanglingLinks();
   }
 
-  /** `last` -> `<id>` and `last.rev` -> `<id>.rev`, replaced atomically. */
-  async setLast(rev: Revision): Promise<void> {
+  /**
+   * `last` -> the revision's image (`image`, when its store has one; else no `last`) and
+   * `last.rev` -> `<id>.rev`, replaced atomically.
+   */
+  async setLast(id: string, image: string | undefined): Promise<void> {
     const links: [string, string | undefined][] = [
-      ["last", rev.backend === "cow" ? rev.id : undefined],
-      ["last.rev", `${rev.id}.rev`],
+      ["last", image],
+      ["last.rev", `${id}.rev`],
     ];
     for (const [name, target] of links) {
       const path = join(this.path, name);

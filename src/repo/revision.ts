@@ -34,6 +34,21 @@ export function isComplete(rev: Revision): boolean {
   return typeof rev.stats.duration === "number";
 }
 
+/** Refuses revisions whose backup never finished, with a message saying what to do. */
+export function assertComplete(rev: Revision): void {
+  if (isComplete(rev)) return;
+  throw new BackyError(
+    `revision ${rev.id} is incomplete (its backup did not finish${
+      rev.error ? `: ${rev.error}` : ""
+    }); choose a complete one (see 'backy status')`,
+  );
+}
+
+/** The newest complete, trusted revision (whatever its backend). */
+export function newestGood(revisions: Revision[]): Revision | undefined {
+  return revisions.filter((r) => isComplete(r) && r.trust !== "distrusted").at(-1);
+}
+
 export function revisionDate(rev: Revision): Date {
   return new Date(Math.floor(rev.timestampUs / 1000));
 }

@@ -12,7 +12,7 @@ import { JobDir } from "../repo/jobdir.ts";
 import { parseJobConfig, serializeJobConfig, type SourceType } from "../repo/jobconfig.ts";
 import type { Backend } from "../repo/revision.ts";
 import type { JobConfig } from "../config/scheduler_config.ts";
-import { probeBackend } from "../cli/init.ts";
+import { probeBackend } from "../store/probe.ts";
 import {
   backoffSeconds,
   longestInterval,

@@ -9,10 +9,11 @@ import { createHash } from "node:crypto";
 import * as zlib from "node:zlib";
 import { join } from "node:path";
 import { BackyError } from "../util/errors.ts";
+import { DamagedBlockError } from "./block_store.ts";
 import { hex, sameDigest } from "../repo/index_file.ts";
 import { released } from "../util/gc.ts";
 import { writeFileDurably } from "../util/directio.ts";
-import { alignedBuffer } from "../util/fs.ts";
+import { alignedBuffer } from "../util/native/buffer.ts";
 
 export function chunkPath(chunksDir: string, digest: Uint8Array): string {
   const h = hex(digest);
@@ -94,9 +95,10 @@ export function rawFrame(data: Uint8Array): Uint8Array {
   const room = Math.ceil(size / 4096) * 4096;
   if (!frameBuf || frameBuf.length < room) frameBuf = alignedBuffer(Math.max(room, ZSTD_CHUNK));
   const out = frameBuf;
-  new DataView(out.buffer).setUint32(0, 0xfd2fb528, true);
+  const fh = new DataView(out.buffer, out.byteOffset, 9);
+  fh.setUint32(0, 0xfd2fb528, true);
   out[4] = 0xa0; // FCS field 4 bytes, single segment, no checksum, no dictionary
-  new DataView(out.buffer).setUint32(5, data.length, true);
+  fh.setUint32(5, data.length, true);
   let pos = 9;
   for (let b = 0; b < blocks; b++) {
     const piece = data.subarray(b * RAW_BLOCK, (b + 1) * RAW_BLOCK);
@@ -214,15 +216,19 @@ export function readChunk(
   try {
     packed = readPacked(path);
   } catch (e) {
-    const why = (e as { code?: string }).code === "ENOENT" ? "missing" : String(e);
-    throw new BackyError(`chunk ${path} is unreadable: ${why}`);
+    const code = (e as { code?: string }).code;
+    if (code === "ENOENT") {
+      throw new DamagedBlockError(`chunk ${path} is unreadable: missing`, path);
+    }
+    if (code === "EIO") throw new DamagedBlockError(`chunk ${path} is unreadable: ${e}`, path);
+    throw new BackyError(`chunk ${path} is unreadable: ${e}`);
   }
   let data: Uint8Array | undefined = storedFrame(packed, length, into);
   if (!data) {
     try {
       data = zlib.zstdDecompressSync(packed, { chunkSize: ZSTD_CHUNK });
     } catch {
-      throw new BackyError(`chunk ${path} is corrupt: cannot decompress`);
+      throw new DamagedBlockError(`chunk ${path} is corrupt: cannot decompress`, path);
     }
     released(data.length);
     if (into && into.length >= data.length) {
@@ -231,10 +237,15 @@ export function readChunk(
     }
   }
   if (data.length !== length) {
-    throw new BackyError(`chunk ${path} is corrupt: ${data.length} bytes instead of ${length}`);
+    throw new DamagedBlockError(
+      `chunk ${path} is corrupt: ${data.length} bytes instead of ${length}`,
+      path,
+    );
   }
   const sum = createHash("sha256").update(data).digest();
-  if (!sameDigest(sum, digest)) throw new BackyError(`chunk ${path} is corrupt: hash mismatch`);
+  if (!sameDigest(sum, digest)) {
+    throw new DamagedBlockError(`chunk ${path} is corrupt: hash mismatch`, path);
+  }
   return data;
 }
 

@@ -3,14 +3,6 @@ import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { BackyError, errorMessage } from "./errors.ts";
 
-/**
- * A page-aligned buffer. A plain `new Uint8Array(n)` starts 16 bytes past a page boundary
- * and makes reads about 4x slower (platform notes); a resizable ArrayBuffer is page-aligned.
- */
-export function alignedBuffer(size: number): Uint8Array {
-  return new Uint8Array(new ArrayBuffer(size, { maxByteLength: size }));
-}
-
 export async function exists(path: string): Promise<boolean> {
   try {
     await Deno.lstat(path);

@@ -7,47 +7,19 @@
  * data): Deno's stdout stream 3.4 s, this module (1 MiB pipe, 4 MiB reads into page-aligned
  * buffers) 2.7 s, `rbd export > /dev/null` 2.4 s.
  *
- * The calls run on Deno's blocking thread pool (`nonblocking: true`), so the event loop
- * stays free. Such calls cannot take resizable memory: use pipeBuffer() for buffers that
- * are read into; writeAll() copies resizable ones through a buffer of its own.
- * Needs --allow-ffi (as does hole punching, see fallocate.ts).
+ * The calls run on Deno's blocking thread pool (native/libc.ts), so the event loop stays
+ * free; buffers come from native/buffer.ts. Needs --allow-ffi.
  */
 import { spawn } from "node:child_process";
 import * as os from "node:os";
 import { BackyError } from "./errors.ts";
+import { alignedBuffer } from "./native/buffer.ts";
+import { libc as loadLibc } from "./native/libc.ts";
 
 const O_CLOEXEC = 0o2000000;
 const F_SETPIPE_SZ = 1031;
-const PAGE = 4096;
 
-const symbols = {
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof symbols>["symbols"] | undefined;
-
-function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
-  if (!lib) {
-    try {
-      lib = Deno.dlopen("libc.so.6", symbols).symbols;
-    } catch (e) {
-      throw new BackyError(`cannot load libc for pipes (run with --allow-ffi): ${e}`);
-    }
-  }
-  return lib;
-}
-
-/** A page-aligned, non-resizable buffer (direct copies in and out of the kernel are fastest). */
-export function pipeBuffer(size: number): Uint8Array {
-  const raw = new Uint8Array(size + PAGE);
-  const address = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(raw)));
-  const skip = (PAGE - (address % PAGE)) % PAGE;
-  return raw.subarray(skip, skip + size);
-}
+const libc = () => loadLibc("pipes");
 
 export interface Pipe {
   readFd: number;
@@ -106,8 +78,8 @@ let scratch: Uint8Array | undefined;
 /** Writes all of `data`; throws when the reader went away (EPIPE: Deno ignores SIGPIPE). */
 export async function writeAll(fd: number, data: Uint8Array): Promise<void> {
   if ((data.buffer as ArrayBuffer).resizable) {
-    // e.g. alignedBuffer() blocks: copy, in pieces.
-    scratch ??= pipeBuffer(4 << 20);
+    // Resizable memory cannot go to the blocking pool: copy, in pieces.
+    scratch ??= alignedBuffer(4 << 20);
     for (let at = 0; at < data.length; at += scratch.length) {
       const piece = data.subarray(at, at + scratch.length);
       scratch.set(piece);
@@ -138,7 +110,7 @@ export async function* pipeChunks(
   size = 4 << 20,
   count = 2,
 ): AsyncGenerator<Uint8Array> {
-  const buffers = Array.from({ length: count }, () => pipeBuffer(size));
+  const buffers = Array.from({ length: count }, () => alignedBuffer(size));
   let k = 0;
   let abandoned = false;
   const stop = () => abandoned;

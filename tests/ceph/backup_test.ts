@@ -15,7 +15,7 @@ import {
   type Write,
   writeAt,
 } from "./cluster.ts";
-import { cephSettings, CephSource } from "../../src/sources/ceph/source.ts";
+import { CephSnapshots } from "../../src/sources/ceph/snapshots.ts";
 import { setupLogging, stopLogging } from "../../src/util/log.ts";
 import {
   assertRevisions,
@@ -162,9 +162,9 @@ cephTest(cluster, "snapshot cleanup from a known list: a vanished one is no erro
     for (const s of ["backy-a", "backy-b", "keepme"]) {
       await rbdCli(c, ["snap", "create", `${img.spec}@${s}`]);
     }
-    Deno.env.set("CEPH_CONF", c.env.CEPH_CONF); // CephSource's rbd uses the environment
+    Deno.env.set("CEPH_CONF", c.env.CEPH_CONF); // CephSnapshots' rbd uses the environment
     const [pool, image] = img.spec.split("/");
-    const source = new CephSource(cephSettings("ceph-rbd", { pool, image }));
+    const source = new CephSnapshots({ type: "ceph-rbd", pool, image, fullAlways: false });
     const logfile = join(dir, "backy.log");
     setupLogging({ verbose: false, logfile, console: "stderr" });
     // As listed before a backup; backy-gone was removed by hand since.

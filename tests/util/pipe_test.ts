@@ -1,15 +1,8 @@
 // Big pipes to and from real child processes (util/pipe.ts).
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { createHash } from "node:crypto";
-import {
-  closeFd,
-  openPipe,
-  pipeBuffer,
-  pipeChunks,
-  spawnPiped,
-  writeAll,
-} from "../../src/util/pipe.ts";
-import { alignedBuffer } from "../../src/util/fs.ts";
+import { closeFd, openPipe, pipeChunks, spawnPiped, writeAll } from "../../src/util/pipe.ts";
+import { alignedBuffer } from "../../src/util/native/buffer.ts";
 import { randomBytes } from "../helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -46,11 +39,12 @@ Deno.test("writeAll into a child's stdin: every byte arrives, from any kind of b
     const child = spawnPiped("dd", [`of=${out}`, "bs=1M", "status=none"], {
       stdin: pipe.readFd,
     });
-    const buf = pipeBuffer(data.length);
+    const buf = alignedBuffer(data.length);
     buf.set(data);
     await writeAll(pipe.writeFd, buf.subarray(0, 3 * MiB));
-    // Resizable memory (alignedBuffer) cannot go to the thread pool: copied through, in pieces.
-    const resizable = alignedBuffer(data.length - 3 * MiB);
+    // Resizable memory cannot go to the thread pool: copied through, in pieces.
+    const n = data.length - 3 * MiB;
+    const resizable = new Uint8Array(new ArrayBuffer(n, { maxByteLength: n }));
     resizable.set(data.subarray(3 * MiB));
     await writeAll(pipe.writeFd, resizable);
     closeFd(pipe.writeFd);
@@ -68,7 +62,7 @@ Deno.test("writeAll into a child's stdin: every byte arrives, from any kind of b
 Deno.test("writeAll fails (no hang, no signal) once the reader is gone", async () => {
   const pipe = openPipe();
   const child = spawnPiped("head", ["-c", "10"], { stdin: pipe.readFd, stdout: undefined });
-  const buf = pipeBuffer(4 * MiB);
+  const buf = alignedBuffer(4 * MiB);
   await rejects(async () => {
     for (let i = 0; i < 8; i++) await writeAll(pipe.writeFd, buf);
   }, /writing to a pipe/);

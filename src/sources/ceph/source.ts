@@ -1,130 +1,126 @@
 /**
- * The `ceph-rbd` source (spec 3.3, design D12): snapshot `backy-<id>`, stream the changes
- * since the parent's snapshot (or everything) out of `rbd export-diff`, keep only the
- * newest good revision's snapshot. `flyingcircus` differs only in how the snapshot is made.
+ * The `ceph-rbd` and `flyingcircus` sources (spec 3.3-3.6, design D11, D12): snapshot
+ * `backy-<id>`, stream `rbd export-diff` (incremental from the parent's snapshot when it
+ * still exists and the parent is trusted, else everything, sparse) as block events, verify
+ * a random sample against the snapshot (read again through qemu-nbd), keep only the newest
+ * good revision's snapshot.
  */
-import { BackyError, errorMessage } from "../../util/errors.ts";
-import { logger } from "../../util/log.ts";
-import { DEFAULT_CONSUL_URL, DEFAULT_SNAPSHOT_TIMEOUT } from "../../config/source_config.ts";
-import { parseDuration } from "../../config/duration.ts";
-import { Rbd, RbdError, SnapshotProtectedError } from "./rbd.ts";
-import { requestConsulSnapshot } from "../flyingcircus.ts";
+import { BackyError } from "../../util/errors.ts";
+import type { BlockIndex } from "../../repo/index_file.ts";
+import type { Revision } from "../../repo/revision.ts";
+import type { SampleReader, Source, SourceEvent, SourceRun } from "../source.ts";
+import { assembleBlocks, BlockBuffers } from "./assemble.ts";
+import { openSnapshotReader } from "./blockreader.ts";
+import { parseDiff } from "./diff.ts";
+import { type CephSettings, CephSnapshots, SNAP_PREFIX } from "./snapshots.ts";
 
-const log = logger("ceph");
+export class CephSource implements Source {
+  /**
+   * Twice the usual Workers: here they mostly wait for chunk/image writes (the disk is busy
+   * with Ceph's reads too), not for the CPU. 2 vs 4, 2 GiB full backup: ~0.6 s less.
+   */
+  readonly workersPerCore = 2;
+  readonly snaps: CephSnapshots;
+  #diffFrom: Revision | undefined;
+  /** This image's snapshots as prepare() found them, and the one start() created. */
+  #listed: Set<string> | undefined;
+  #created: string | undefined;
 
-export const SNAP_PREFIX = "backy-";
+  constructor(settings: CephSettings) {
+    this.snaps = new CephSnapshots(settings);
+  }
 
-export interface CephSettings {
-  pool: string;
-  image: string;
-  fullAlways: boolean;
-  /** flyingcircus: ask the VM host through Consul to freeze the guest and snapshot. */
-  consul?: { vm: string; token: string | null; url: string; timeout: number };
-}
-
-export function cephSettings(type: string, source: Record<string, unknown>): CephSettings {
-  const s: CephSettings = {
-    pool: String(source.pool),
-    image: String(source.image),
-    fullAlways: source["full-always"] === true,
-  };
-  if (type === "flyingcircus") {
-    const timeout = source.snapshot_timeout === undefined
-      ? DEFAULT_SNAPSHOT_TIMEOUT
-      : parseDuration(source.snapshot_timeout as string | number);
-    if (timeout === undefined) throw new BackyError("invalid snapshot_timeout in job config");
-    s.consul = {
-      vm: String(source.vm),
-      token: source.consul_acl_token ? String(source.consul_acl_token) : null,
-      url: source.consul_url ? String(source.consul_url) : DEFAULT_CONSUL_URL,
-      timeout,
+  async prepare(candidates: Revision[]) {
+    const { rbd, spec } = this.snaps;
+    // Asked once per run (cached); meanwhile the other rbd calls go on.
+    rbd.supportsWholeObject().catch(() => {}); // its error surfaces where awaited
+    // Both rbd calls at once (each is a cluster connection, ~0.1 s); checkReady's error
+    // ("image does not exist") is the one to report.
+    const listed = this.snaps.snapshots();
+    listed.catch(() => {});
+    await this.snaps.checkReady();
+    const snaps = await listed;
+    this.#listed = snaps;
+    // Diff from the newest trusted revision whose snapshot still exists (2.5 rule).
+    this.#diffFrom = this.snaps.settings.fullAlways
+      ? undefined
+      : [...candidates].reverse().find((r) => snaps.has(SNAP_PREFIX + r.id));
+    // A full backup still builds on the newest revision (cow: unchanged blocks stay shared).
+    const parent = this.#diffFrom ?? candidates.at(-1);
+    return {
+      parent,
+      info: {
+        source: spec,
+        mode: this.#diffFrom ? `diff from ${SNAP_PREFIX}${this.#diffFrom.id}` : "full",
+      },
     };
   }
-  return s;
-}
 
-export class CephSource {
-  readonly rbd = new Rbd();
-  constructor(readonly settings: CephSettings) {}
-
-  get spec(): string {
-    return `${this.settings.pool}/${this.settings.image}`;
-  }
-
-  /** Fails before anything is created when the image cannot be reached (2.4.3). */
-  async checkReady(): Promise<void> {
-    const info = await this.rbd.info(this.spec);
-    if (!info) {
-      throw new BackyError(
-        `Source is not ready: rbd image ${this.spec} does not exist (or its pool does not)`,
-      );
-    }
-  }
-
-  /** Names of this image's snapshots. */
-  async snapshots(): Promise<Set<string>> {
-    return new Set((await this.rbd.snapList(this.spec)).map((s) => s.name));
-  }
-
-  async createSnapshot(revId: string): Promise<{ method: string }> {
-    const snap = SNAP_PREFIX + revId;
-    if (this.settings.consul) {
-      const c = this.settings.consul;
-      const appeared = await requestConsulSnapshot({
-        url: c.url,
-        token: c.token,
-        vm: c.vm,
-        snapshot: snap,
-        timeoutSeconds: c.timeout,
-        hasSnapshot: async () => (await this.snapshots()).has(snap),
-      });
-      if (appeared) return { method: "consul" };
-      log.warning("Consul snapshot request timed out; taking a plain snapshot (no fsfreeze)", {
-        vm: c.vm,
-        timeout: c.timeout,
-      });
-    }
-    await this.rbd.snapCreate(this.spec, snap);
-    return { method: "rbd" };
-  }
-
-  /**
-   * Keeps only `backy-<keep>` (the newest good revision); other `backy-*` snapshots go,
-   * protected ones are skipped with a warning, foreign snapshots are never touched.
-   * `known`: the snapshot names when the caller already has them (else they are listed).
-   */
-  async cleanupSnapshots(keep: string | undefined, known?: Set<string>): Promise<void> {
-    let names: Set<string>;
-    try {
-      names = known ?? await this.snapshots();
-    } catch (e) {
-      log.warning("Cannot list snapshots for cleanup", {
-        image: this.spec,
-        error: errorMessage(e),
-      });
-      return;
-    }
-    for (const name of names) {
-      if (!name.startsWith(SNAP_PREFIX)) continue;
-      if (keep !== undefined && name === SNAP_PREFIX + keep) continue;
+  async start(
+    rev: Revision,
+    _parent: Revision | undefined,
+    parentIndex: BlockIndex | undefined,
+  ): Promise<SourceRun> {
+    const { rbd, spec } = this.snaps;
+    const snap = SNAP_PREFIX + rev.id;
+    const how = await this.snaps.createSnapshot(rev.id);
+    this.#created = snap;
+    // The snapshot's size and a reader for verification (qemu-nbd), started while the data
+    // streams: its start-up then costs no time of its own.
+    const reader: Promise<SampleReader> = rbd.info(`${spec}@${snap}`).then((info) => {
+      if (!info) throw new BackyError(`snapshot ${spec}@${snap} does not exist`);
+      const { pool, image } = this.snaps.settings;
+      return openSnapshotReader(pool, image, snap, { size: info.size });
+    });
+    reader.catch(() => {}); // awaited at verification
+    const mode = this.#diffFrom && parentIndex ? "diff" : "full";
+    const fromSnap = mode === "diff" ? SNAP_PREFIX + this.#diffFrom!.id : undefined;
+    const stream = rbd.exportDiff(spec, snap, fromSnap, {
+      wholeObject: await rbd.supportsWholeObject(),
+    });
+    const buffers = new BlockBuffers();
+    let received = 0;
+    let complete = false;
+    const abort = async () => {
+      if (complete) return;
+      stream.kill();
+      await stream.done.catch(() => {});
+    };
+    async function* events(): AsyncGenerator<SourceEvent> {
       try {
-        await this.rbd.snapRemove(this.spec, name);
-        log.info("Removed snapshot", { snapshot: `${this.spec}@${name}` });
-      } catch (e) {
-        if (e instanceof RbdError && e.code === 2 && /not exist|No such/i.test(e.stderr)) {
-          continue; // already gone (removed by hand since it was listed)
-        }
-        if (e instanceof SnapshotProtectedError) {
-          log.warning("Snapshot is protected, not removing it", {
-            snapshot: `${this.spec}@${name}`,
-          });
-        } else {
-          log.warning("Cannot remove snapshot", {
-            snapshot: `${this.spec}@${name}`,
-            error: errorMessage(e),
-          });
-        }
+        // Data as views of rbd's pipe reads, not fresh 4 MiB copies: allocation and page
+        // faults had made the main thread the bottleneck.
+        yield* assembleBlocks(parseDiff(stream.stdout, { views: true }), {
+          mode,
+          parent: parentIndex,
+          fromSnap,
+          toSnap: snap,
+          buffers,
+          received: (n) => received += n,
+        });
+        await stream.done; // a stream that ended early only shows in rbd's exit status
+        complete = true;
+      } finally {
+        await abort();
       }
     }
+    return {
+      events: events(),
+      recycle: (buffer) => buffers.give(buffer),
+      sample: { method: "qemu-nbd", against: `snapshot ${snap}`, open: () => reader },
+      stats: () => ({ bytes_received: received, mode, snapshot: how.method }),
+      close: async () => {
+        await abort(); // never iterated to the end (e.g. the store could not begin)
+        await reader.then((r) => r.close(), () => {});
+      },
+    };
+  }
+
+  async finish(newestGood: Revision | undefined): Promise<void> {
+    // The snapshots listed before this run plus its own: no second `snap ls` (~0.1 s). Only
+    // backy makes `backy-*` snapshots, and the job lock keeps other runs of this job out.
+    const known = this.#listed &&
+      new Set([...this.#listed, ...(this.#created ? [this.#created] : [])]);
+    await this.snaps.cleanupSnapshots(newestGood?.id, known);
   }
 }

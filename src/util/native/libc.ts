@@ -1,0 +1,43 @@
+/**
+ * The one binding to libc (Deno has no API for these): pipes with a chosen size, reads and
+ * writes on the blocking thread pool, hole punching, and data/hole seeking. Needs
+ * --allow-ffi. Loaded lazily, once per thread (each Worker has its own).
+ *
+ * `nonblocking: true` runs a call on Deno's blocking pool, so the event loop stays free;
+ * such calls cannot take resizable memory (use buffer.ts's alignedBuffer, never resizable).
+ */
+import { BackyError } from "../errors.ts";
+
+const symbols = {
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+} as const;
+
+/** The libc functions backy calls. */
+export type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+let lib: Libc | null | undefined;
+
+/** libc, or undefined where FFI is not allowed or libc cannot be loaded. */
+export function tryLibc(): Libc | undefined {
+  if (lib === undefined) {
+    try {
+      lib = Deno.dlopen("libc.so.6", symbols).symbols;
+    } catch {
+      lib = null;
+    }
+  }
+  return lib ?? undefined;
+}
+
+/** libc, or a BackyError saying why `what` needs it. */
+export function libc(what: string): Libc {
+  const l = tryLibc();
+  if (!l) throw new BackyError(`cannot load libc for ${what} (run with --allow-ffi)`);
+  return l;
+}
