@@ -7,7 +7,7 @@ import { logger } from "../util/log.ts";
 import { parseDuration } from "../config/duration.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import { isComplete } from "../repo/revision.ts";
-import { expire as planExpiry, type Schedule } from "../scheduler/schedule.ts";
+import { expire as planExpiry, type Schedule } from "../repo/retention.ts";
 import { type GcResult, storeFor } from "../store/store.ts";
 
 const log = logger("expire");

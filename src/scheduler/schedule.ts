@@ -5,9 +5,9 @@
  */
 import { createHash } from "node:crypto";
 import { MT19937 } from "./mt19937.ts";
+import type { Schedule } from "../repo/retention.ts";
 
-/** tag -> interval (seconds) and how many revisions carrying the tag to keep. */
-export type Schedule = Record<string, { interval: number; keep: number }>;
+export { expire, MANUAL_PREFIX, type RevisionInfo, type Schedule } from "../repo/retention.ts";
 
 /** Unix seconds of 0001-01-01T00:00:00Z (Python `datetime.min`), where slots are anchored. */
 export const EPOCH_0001 = -62135596800;
@@ -17,9 +17,6 @@ export const CATCHUP_GRACE = 300;
 
 /** Backoff after failures: 2^n minutes, at most this many seconds (6 h; spec 4.6). */
 export const MAX_BACKOFF = 21600;
-
-/** Tags with this prefix were made by hand and are never expired (D10). */
-export const MANUAL_PREFIX = "manual:";
 
 /**
  * Deterministic per-job offset in [0, limit], computed exactly like backy 2.x in Python
@@ -121,68 +118,6 @@ export function sortedTags(tags: Iterable<string>, schedule: Schedule): string[]
   return [...new Set(tags)].sort((a, b) =>
     interval(a) - interval(b) || (a < b ? -1 : a > b ? 1 : 0)
   );
-}
-
-export interface RevisionInfo {
-  id: string;
-  timestamp: number;
-  tags: string[];
-}
-
-/**
- * Retention (D10, spec 4.8 with the 2.5 rule for foreign tags). For each schedule tag T:
- * of the revisions carrying T, newest first, the first `keep` keep T, as does any revision
- * not older than `now - keep * interval`; the rest lose T. Tags the schedule does not define
- * are dropped unless prefixed `manual:`. Revisions left without tags are removed.
- *
- * `revisions` are the complete revisions in any order. Returns the surviving revisions whose
- * tag set changed (with their new tags, in their original order) and the ids to delete,
- * newest first.
- */
-export function expire(
-  revisions: RevisionInfo[],
-  schedule: Schedule,
-  now: number,
-): { retag: Map<string, string[]>; remove: string[] } {
-  // Newest first; ties broken by id so the outcome does not depend on input order.
-  const byAge = [...revisions].sort((a, b) =>
-    b.timestamp - a.timestamp || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
-  );
-  const kept = new Map<RevisionInfo, Set<string>>(
-    byAge.map((r) => [
-      r,
-      new Set(
-        r.tags.filter((t) => Object.hasOwn(schedule, t) || t.startsWith(MANUAL_PREFIX)),
-      ),
-    ]),
-  );
-
-  for (const [tag, { interval, keep }] of Object.entries(schedule)) {
-    const threshold = now - keep * interval;
-    let seen = 0;
-    for (const r of byAge) {
-      if (!r.tags.includes(tag)) continue;
-      seen++;
-      if (seen > keep && r.timestamp < threshold) kept.get(r)!.delete(tag);
-    }
-  }
-
-  const retag = new Map<string, string[]>();
-  const remove: string[] = [];
-  byAge.forEach((r, index) => {
-    const tags = kept.get(r)!;
-    // The newest revision is never deleted: after a tag rename (or a schedule change that
-    // drops every tag it carries) expiry must not wipe a job's most recent backup. It may
-    // lose its tags; the next backup supersedes it and a later run removes it.
-    if (tags.size === 0 && index !== 0) {
-      remove.push(r.id);
-      return;
-    }
-    const oldTags = [...new Set(r.tags)];
-    const newTags = oldTags.filter((t) => tags.has(t));
-    if (newTags.length !== oldTags.length) retag.set(r.id, newTags);
-  });
-  return { retag, remove };
 }
 
 /**
