@@ -1,9 +1,5 @@
-// The flyingcircus source against the real test cluster and a Consul stand-in: an HTTP server
-// in this test implements Consul's KV endpoints as Consul documents them
-// (https://developer.hashicorp.com/consul/api-docs/kv: PUT/GET/DELETE /v1/kv/<key>, `recurse`,
-// base64 values in GET, `true` from PUT and DELETE, ACL token in X-Consul-Token, 403 for a
-// wrong one) and plays the VM host: a PUT of `snapshot/<uuid>` makes it create the requested
-// snapshot in the real cluster, at once, after a delay, or never.
+// The flyingcircus source against the real test cluster and a Consul stand-in
+// (../sources/fake_consul.ts) whose VM host creates the requested snapshots in the cluster.
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { join } from "node:path";
 import YAML from "yaml";
@@ -18,6 +14,7 @@ import {
   reportIgnored,
   writeAt,
 } from "./cluster.ts";
+import { DEFAULT_TOKEN, FakeConsul } from "../sources/fake_consul.ts";
 import {
   assertSameBytes,
   backupOk,
@@ -33,143 +30,8 @@ import {
 const cluster = await cephCluster();
 reportIgnored(cluster, "flyingcircus_test.ts");
 
-const TOKEN = "s3cret-acl-token";
+const TOKEN = DEFAULT_TOKEN;
 const UUID_KEY = /^snapshot\/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-
-interface KvEntry {
-  value: Uint8Array;
-  flags: number;
-  createIndex: number;
-  modifyIndex: number;
-}
-
-type HostMode = { kind: "now" } | { kind: "after"; ms: number } | { kind: "never" };
-
-/** Consul's KV HTTP API (the parts backy uses), plus a VM host acting on snapshot requests. */
-class FakeConsul {
-  readonly kv = new Map<string, KvEntry>();
-  /** Every request: method, path with query, token sent. */
-  readonly log: { method: string; path: string; token: string | null }[] = [];
-  /** Snapshot requests as the host saw them. */
-  readonly requests: { key: string; value: unknown }[] = [];
-  host: HostMode = { kind: "now" };
-  #index = 1;
-  #pending: Promise<void>[] = [];
-  #server: Deno.HttpServer<Deno.NetAddr>;
-
-  constructor(
-    readonly cluster: CephCluster,
-    /** VM name → image spec, as the host knows its VMs' root disks. */
-    readonly vms: Record<string, string>,
-    readonly token: string | null = TOKEN,
-  ) {
-    this.#server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen() {} },
-      (req) => this.#handle(req),
-    );
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${this.#server.addr.port}`;
-  }
-
-  put(key: string, value: string) {
-    const i = this.#index++;
-    this.kv.set(key, {
-      value: new TextEncoder().encode(value),
-      flags: 0,
-      createIndex: i,
-      modifyIndex: i,
-    });
-  }
-
-  keys(): string[] {
-    return [...this.kv.keys()].sort();
-  }
-
-  async close() {
-    await Promise.all(this.#pending);
-    await this.#server.shutdown();
-  }
-
-  #entry(key: string, e: KvEntry) {
-    return {
-      LockIndex: 0,
-      Key: key,
-      Flags: e.flags,
-      // Consul: base64 of the raw bytes, null for an empty value
-      Value: e.value.length ? btoa(String.fromCharCode(...e.value)) : null,
-      CreateIndex: e.createIndex,
-      ModifyIndex: e.modifyIndex,
-    };
-  }
-
-  async #handle(req: Request): Promise<Response> {
-    const url = new URL(req.url);
-    const token = req.headers.get("X-Consul-Token") ?? url.searchParams.get("token");
-    this.log.push({ method: req.method, path: url.pathname + url.search, token });
-    if (!url.pathname.startsWith("/v1/kv/")) return new Response("Not found", { status: 404 });
-    if (this.token !== null && token !== this.token) {
-      await req.body?.cancel();
-      return new Response("Permission denied", { status: 403 });
-    }
-    const key = decodeURIComponent(url.pathname.slice("/v1/kv/".length));
-    const recurse = url.searchParams.has("recurse");
-    const json = (v: unknown, status = 200) =>
-      new Response(JSON.stringify(v), {
-        status,
-        headers: { "Content-Type": "application/json", "X-Consul-Index": String(this.#index) },
-      });
-    if (req.method === "PUT") {
-      const value = new Uint8Array(await req.arrayBuffer());
-      const old = this.kv.get(key);
-      const i = this.#index++;
-      this.kv.set(key, {
-        value,
-        flags: Number(url.searchParams.get("flags") ?? 0),
-        createIndex: old?.createIndex ?? i,
-        modifyIndex: i,
-      });
-      if (key.startsWith("snapshot/")) await this.#hostSees(key, value);
-      return json(true);
-    }
-    if (req.method === "GET") {
-      const found = [...this.kv.entries()]
-        .filter(([k]) => (recurse ? k.startsWith(key) : k === key))
-        .sort(([a], [b]) => (a < b ? -1 : 1))
-        .map(([k, e]) => this.#entry(k, e));
-      return found.length ? json(found) : new Response(null, { status: 404 });
-    }
-    if (req.method === "DELETE") {
-      for (const k of [...this.kv.keys()]) {
-        if (recurse ? k.startsWith(key) : k === key) this.kv.delete(k);
-      }
-      return json(true);
-    }
-    return new Response("Method not allowed", { status: 405 });
-  }
-
-  /** The VM host's agent: freeze, snapshot, thaw (here: just the snapshot). */
-  async #hostSees(key: string, raw: Uint8Array) {
-    let value: { vm?: string; snapshot?: string };
-    try {
-      value = JSON.parse(new TextDecoder().decode(raw));
-    } catch {
-      return;
-    }
-    this.requests.push({ key, value });
-    const image = value.vm ? this.vms[value.vm] : undefined;
-    if (!image || !value.snapshot) return;
-    const snap = () =>
-      rbdCli(this.cluster, ["snap", "create", "--no-progress", `${image}@${value.snapshot}`])
-        .then(() => {});
-    if (this.host.kind === "now") await snap();
-    else if (this.host.kind === "after") {
-      const ms = this.host.ms;
-      this.#pending.push(new Promise((r) => setTimeout(r, ms)).then(snap));
-    }
-  }
-}
 
 /** An image with data, a flyingcircus job for it (VM `vm1`), and the fake Consul. */
 async function setup(
@@ -177,7 +39,11 @@ async function setup(
   opts: { jobToken?: string | null; timeout?: string } = {},
 ) {
   const img = await createTestImage(c, 12 * MiB, [{ offset: MiB, data: pattern(MiB, 81) }]);
-  const consul = new FakeConsul(c, { vm1: img.spec });
+  const consul = new FakeConsul(
+    { vm1: img.spec },
+    (image, snap) =>
+      rbdCli(c, ["snap", "create", "--no-progress", `${image}@${snap}`]).then(() => {}),
+  );
   const token = opts.jobToken === undefined ? TOKEN : opts.jobToken;
   const job = await cephJob(
     c,
