@@ -8,6 +8,7 @@ import { BackyError, errorMessage } from "../util/errors.ts";
 import { exists, fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
 import { alignedBuffer } from "../util/native/buffer.ts";
+import { writeAllTo } from "../util/io.ts";
 import { BLOCK_SIZE, blockCount } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import type { Revision } from "../repo/revision.ts";
@@ -82,10 +83,7 @@ async function removeStaleTemps(path: string): Promise<void> {
 function streamTarget(out: { write(p: Uint8Array): Promise<number>; close(): void }): Target {
   return {
     kind: "stream",
-    write: async (data) => {
-      let off = 0;
-      while (off < data.length) off += await out.write(data.subarray(off));
-    },
+    write: (data) => writeAllTo(out, data),
     close: () => Promise.resolve(out === Deno.stdout ? undefined : out.close()),
   };
 }

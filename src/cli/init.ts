@@ -7,6 +7,7 @@ import { JobDir } from "../repo/jobdir.ts";
 import { SOURCE_TYPES, sourceFromCli, type SourceType } from "../repo/jobconfig.ts";
 import type { Backend } from "../repo/revision.ts";
 import { probeBackend } from "../store/probe.ts";
+import { BACKENDS } from "../store/store.ts";
 
 const log = logger("init");
 
@@ -19,8 +20,8 @@ export async function init(
   if (!(SOURCE_TYPES as readonly string[]).includes(type)) {
     throw new BackyError(`unknown source type '${type}' (known: ${SOURCE_TYPES.join(", ")})`);
   }
-  if (backend !== undefined && backend !== "cow" && backend !== "chunked") {
-    throw new BackyError(`unknown backend '${backend}' (known: cow, chunked)`);
+  if (backend !== undefined && !(BACKENDS as readonly string[]).includes(backend)) {
+    throw new BackyError(`unknown backend '${backend}' (known: ${BACKENDS.join(", ")})`);
   }
   const source = sourceFromCli(type, spec);
   const path = resolve(dir);

@@ -1,10 +1,10 @@
 /** Synchronous writes to stdout/stderr, so output never interleaves with log lines. */
+import { writeAllToSync } from "../util/io.ts";
+
 const enc = new TextEncoder();
 
 function writeAll(out: { writeSync(p: Uint8Array): number }, text: string): void {
-  const bytes = enc.encode(text);
-  let off = 0;
-  while (off < bytes.length) off += out.writeSync(bytes.subarray(off));
+  writeAllToSync(out, enc.encode(text));
 }
 
 export function print(text: string): void {

@@ -78,6 +78,9 @@ const STORES: Record<Backend, new (job: JobDir) => Store> = {
   chunked: ChunkedStore,
 };
 
+/** The backends a job can use, as `init --backend` names them. */
+export const BACKENDS = Object.keys(STORES) as Backend[];
+
 /** The store of `job` for revisions of `backend` (default: the job's configured backend). */
 export function storeFor(job: JobDir, backend: Backend = job.config.backend): Store {
   return new STORES[backend](job);

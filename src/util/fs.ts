@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { BackyError, errorMessage } from "./errors.ts";
+import { writeAllTo } from "./io.ts";
 
 export async function exists(path: string): Promise<boolean> {
   try {
@@ -68,8 +69,7 @@ export async function atomicWrite(
   let file: Deno.FsFile | undefined;
   try {
     file = await Deno.open(tmp, { write: true, createNew: true, mode });
-    let off = 0;
-    while (off < bytes.length) off += await file.write(bytes.subarray(off));
+    await writeAllTo(file, bytes);
     await file.sync();
     file.close();
     file = undefined;

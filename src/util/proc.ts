@@ -23,7 +23,7 @@ export async function run(
     }).output();
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new BackyError(`cannot run ${cmd}: command not found`);
+      throw new BackyError(`cannot run ${cmd}: command not found`, { cause: e });
     }
     throw new BackyError(`cannot run ${cmd}: ${errorMessage(e)}`, { cause: e });
   }

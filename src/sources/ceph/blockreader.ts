@@ -12,6 +12,7 @@
  * qemu rounds the export size up to a multiple of 512 bytes, so the true size comes from
  * `rbd info` and reads are bounded by it.
  */
+import { writeAllTo } from "../../util/io.ts";
 import { BackyError, errorMessage } from "../../util/errors.ts";
 import { Rbd } from "./rbd.ts";
 
@@ -378,11 +379,6 @@ async function readExact(conn: Deno.Conn, buf: Uint8Array): Promise<Uint8Array> 
   return buf;
 }
 
-async function writeAll(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
-  let at = 0;
-  while (at < buf.length) at += await conn.write(buf.subarray(at));
-}
-
 interface Pending {
   buf: Uint8Array;
   offset: number;
@@ -424,7 +420,7 @@ class NbdConnection {
       0,
       FLAG_FIXED_NEWSTYLE | (serverFlags & FLAG_NO_ZEROES),
     );
-    await writeAll(conn, clientFlags);
+    await writeAllTo(conn, clientFlags);
 
     // NBD_OPT_GO for the default export "", also asking for block size limits
     const opt = new Uint8Array(16 + 8);
@@ -435,7 +431,7 @@ class NbdConnection {
     ov.setUint32(16, 0); // name length
     ov.setUint16(20, 1); // one info request
     ov.setUint16(22, INFO_BLOCK_SIZE);
-    await writeAll(conn, opt);
+    await writeAllTo(conn, opt);
 
     let size: number | undefined;
     let maxPayload = DEFAULT_MAX_PAYLOAD;
@@ -503,7 +499,9 @@ class NbdConnection {
 
   /** Requests are written one after another; a failed write fails the connection. */
   #send(bytes: Uint8Array): Promise<void> {
-    this.#writes = this.#writes.then(() => writeAll(this.conn, bytes)).catch((e) => this.#fail(e));
+    this.#writes = this.#writes.then(() => writeAllTo(this.conn, bytes)).catch((e) =>
+      this.#fail(e)
+    );
     return this.#writes;
   }
 

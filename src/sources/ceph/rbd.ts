@@ -8,6 +8,7 @@
  * info, snap ls, snap protect and the like, so it cannot be given globally as backy 2.1 did.
  */
 import { BackyError, errorMessage } from "../../util/errors.ts";
+import { run, type RunResult } from "../../util/proc.ts";
 import {
   closeFd,
   openPipe,
@@ -214,7 +215,7 @@ export class Rbd {
     this.#wholeObject ??= (async () => {
       // `rbd help` needs no cluster; its complaints about a missing ceph.conf go to stderr
       const out = await this.#spawnOutput(["help", "export-diff"]);
-      return out.code === 0 && new TextDecoder().decode(out.stdout).includes("--whole-object");
+      return out.code === 0 && out.stdout.includes("--whole-object");
     })();
     return this.#wholeObject;
   }
@@ -295,26 +296,17 @@ export class Rbd {
       : args;
   }
 
-  #command(args: string[], stdio: Pick<Deno.CommandOptions, "stdin" | "stdout">): Deno.Command {
-    return new Deno.Command(this.binary, {
-      args,
-      env: this.#env,
-      stdin: stdio.stdin,
-      stdout: stdio.stdout,
-      stderr: "piped",
-    });
-  }
-
   #notFound(e: unknown): BackyError {
+    const why = e instanceof BackyError && e.cause ? e.cause : e;
     return new BackyError(
-      `cannot run rbd (${this.binary}): ${errorMessage(e)}; install ceph-common or set BACKY_RBD`,
+      `cannot run rbd (${this.binary}): ${errorMessage(why)}; install ceph-common or set BACKY_RBD`,
       { cause: e },
     );
   }
 
-  async #spawnOutput(args: string[]): Promise<Deno.CommandOutput> {
+  async #spawnOutput(args: string[]): Promise<RunResult> {
     try {
-      return await this.#command(args, { stdin: "null", stdout: "piped" }).output();
+      return await run(this.binary, args, { env: this.#env });
     } catch (e) {
       throw this.#notFound(e);
     }
@@ -327,8 +319,8 @@ export class Rbd {
   async #run(args: string[], options: { missingOk?: boolean } = {}): Promise<string | undefined> {
     const argv = this.#argv(args);
     const out = await this.#spawnOutput(argv);
-    if (out.code === 0) return new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
+    if (out.code === 0) return out.stdout;
+    const stderr = out.stderr;
     // rbd also exits 2 when it finds no cluster (e.g. a wrong CEPH_CONF); that must not read
     // as "no such image", or a misconfiguration would silently turn into a full backup
     if (
@@ -454,11 +446,9 @@ export class Rbd {
       if (code === 0 && removeOnAbort) {
         // rbd succeeded, so it created the image itself: it is ours to remove
         const rm = await this.#spawnOutput(this.#argv(["rm", subject]));
-        leftover = rm.success
+        leftover = rm.code === 0
           ? `incomplete ${subject} removed`
-          : `incomplete ${subject} left behind (rbd rm: ${
-            summarizeStderr(new TextDecoder().decode(rm.stderr))
-          })`;
+          : `incomplete ${subject} left behind (rbd rm: ${summarizeStderr(rm.stderr)})`;
       }
       throw new BackyError(
         `rbd ${argv.join(" ")} aborted, input failed: ${errorMessage(sourceError)}; ${leftover}`,
