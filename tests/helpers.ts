@@ -331,7 +331,8 @@ export async function legacyJob(
   revs: LegacyRevision[],
   last?: string,
 ): Promise<void> {
-  await Deno.mkdir(job, { recursive: true });
+  // 0700, as the warning about directories readable by others asks (safety_test.ts).
+  await Deno.mkdir(job, { recursive: true, mode: 0o700 });
   await Deno.writeTextFile(join(job, "config"), `type: file\nfilename: ${source}\n`);
   await Deno.chmod(join(job, "config"), 0o440);
   for (const r of revs) {

@@ -4,41 +4,33 @@
  */
 import { BackyError } from "../util/errors.ts";
 import { logger } from "../util/log.ts";
-import { parseDuration } from "../config/duration.ts";
-import type { JobDir } from "../repo/jobdir.ts";
+import { JobDir } from "../repo/jobdir.ts";
+import { jobSchedule } from "../repo/jobconfig.ts";
 import { isComplete } from "../repo/revision.ts";
-import { expire as planExpiry, type Schedule } from "../repo/retention.ts";
+import { expire as planExpiry } from "../repo/retention.ts";
 import { type GcResult, storeFor } from "../store/store.ts";
 
 const log = logger("expire");
 
-export function jobSchedule(job: JobDir): Schedule {
-  const raw = job.config.schedule;
-  if (!raw || Object.keys(raw).length === 0) {
-    throw new BackyError(
-      `${job.path}/config has no schedule: the scheduler writes it before each run; nothing to expire`,
-    );
-  }
-  const schedule: Schedule = {};
-  for (const [tag, def] of Object.entries(raw)) {
-    const interval = parseDuration(def?.interval as string | number);
-    const keep = Number(def?.keep);
-    if (interval === undefined || !Number.isInteger(keep) || keep < 1) {
-      throw new BackyError(`${job.path}/config: invalid schedule entry for tag '${tag}'`);
-    }
-    schedule[tag] = { interval, keep };
-  }
-  return schedule;
-}
-
 export interface ExpireResult {
   retagged: number;
+  /** Revision -> the tags it loses (a dry run changes nothing). */
+  untagged: Map<string, string[]>;
   removed: string[];
   gc?: GcResult;
 }
 
-export async function expireJob(job: JobDir, now = Date.now() / 1000): Promise<ExpireResult> {
-  const schedule = jobSchedule(job);
+export async function expireJob(
+  job: JobDir,
+  now = Date.now() / 1000,
+  opts: { dryRun?: boolean } = {},
+): Promise<ExpireResult> {
+  const schedule = jobSchedule(job.config, JobDir.configPath(job.path));
+  if (!schedule) {
+    throw new BackyError(
+      `${job.path}/config has no schedule: the scheduler writes it before each run; nothing to expire`,
+    );
+  }
   const lock = await job.lockBackup();
   try {
     const scan = await job.scan();
@@ -49,16 +41,21 @@ export async function expireJob(job: JobDir, now = Date.now() / 1000): Promise<E
       schedule,
       now,
     );
+    const untagged = new Map<string, string[]>();
     for (const [id, tags] of plan.retag) {
       const rev = complete.find((r) => r.id === id)!;
-      log.info("Expiring tags", {
-        id,
-        removed: rev.tags.filter((t) => !tags.includes(t)).join(","),
-      });
+      untagged.set(id, rev.tags.filter((t) => !tags.includes(t)));
+    }
+    if (opts.dryRun) {
+      return { retagged: plan.retag.size, untagged, removed: [...plan.remove] };
+    }
+    for (const [id, tags] of plan.retag) {
+      const rev = complete.find((r) => r.id === id)!;
+      log.info("Expiring tags", { id, removed: untagged.get(id)!.join(",") });
       rev.tags = tags;
       await job.writeRevision(rev, 0o440);
     }
-    const result: ExpireResult = { retagged: plan.retag.size, removed: [] };
+    const result: ExpireResult = { retagged: plan.retag.size, untagged, removed: [] };
     const store = storeFor(job);
     if (plan.remove.length === 0 && !store.collectsGarbage) return result;
     let purge;

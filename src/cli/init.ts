@@ -11,6 +11,17 @@ import { BACKENDS } from "../store/store.ts";
 
 const log = logger("init");
 
+/** The command line with a flyingcircus Consul token masked, for the log (design D18). */
+export function redactArgv(argv: string[]): string[] {
+  const at = argv.indexOf("flyingcircus");
+  if (at < 0 || !argv.slice(0, at).includes("init") || at + 1 >= argv.length) return argv;
+  const parts = argv[at + 1].split(",");
+  if (parts.length < 3) return argv;
+  const out = [...argv];
+  out[at + 1] = [...parts.slice(0, 2), "***", ...parts.slice(3)].join(",");
+  return out;
+}
+
 export async function init(
   dir: string,
   type: string,
@@ -25,11 +36,16 @@ export async function init(
   }
   const source = sourceFromCli(type, spec);
   const path = resolve(dir);
+  const info = await Deno.stat(path).catch(() => undefined);
+  if (info && !info.isDirectory) {
+    throw new BackyError(`cannot create job directory ${path}: it exists and is not a directory`);
+  }
   if (await exists(JobDir.configPath(path))) {
     throw new BackyError(`${path} is already a job directory (config exists); not touching it`);
   }
   try {
-    await Deno.mkdir(path, { recursive: true });
+    // Readable by its owner only (design D18): configs, revisions and data live here.
+    if (!info) await Deno.mkdir(path, { recursive: true, mode: 0o700 });
   } catch (e) {
     throw new BackyError(`cannot create job directory ${path}: ${errorMessage(e)}`);
   }

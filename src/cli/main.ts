@@ -16,7 +16,8 @@ import { loadSchedulerConfig } from "../config/scheduler_config.ts";
 import { runScheduler } from "../scheduler/daemon.ts";
 import { check } from "../scheduler/check.ts";
 import { planRuns, planTable } from "../scheduler/plan.ts";
-import { init } from "./init.ts";
+import { init, redactArgv } from "./init.ts";
+import { changeTags, checkTags, parseTags } from "../backup/tags.ts";
 import { statusTable } from "./status.ts";
 import { print, printErr } from "./output.ts";
 
@@ -84,11 +85,26 @@ export function buildProgram(): Command {
 
   program.command("backup")
     .description("create a new revision tagged with TAGS (comma-separated)")
-    .argument("<tags>", "comma-separated tags")
-    .action(async (tags) => {
+    .argument("<tags>", "comma-separated tags; tags outside the job's schedule need 'manual:'")
+    .option("-f, --force", "accept tags the job's schedule does not know (expiry removes them)")
+    .action(async (tags, opts) => {
       const list = tags.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
       if (list.length === 0) throw new BackyError("backup needs at least one tag");
-      await backup(await openJob(g()), list);
+      const job = await openJob(g());
+      checkTags(job, parseTags(list.join(",")), !!opts.force);
+      await backup(job, list);
+    });
+
+  program.command("tags")
+    .description("add, remove or set the tags of a revision (e.g. to pin it with manual:...)")
+    .option("-r, --revision <spec>", "revision: number, ID, last, tag or ID prefix", "latest")
+    .option("-f, --force", "accept tags the job's schedule does not know (expiry removes them)")
+    .argument("<action>", "add, remove or set")
+    .argument("<tags>", "comma-separated tags")
+    .action(async (action, tags, opts) => {
+      const job = await openJob(g());
+      const rev = await changeTags(job, opts.revision, action, parseTags(tags), !!opts.force);
+      print(`${rev.id} ${rev.tags.join(",")}`);
     });
 
   program.command("restore")
@@ -127,8 +143,17 @@ export function buildProgram(): Command {
 
   program.command("expire")
     .description("apply the job's retention schedule now and remove unreferenced chunks")
-    .action(async () => {
-      const r = await expireJob(await openJob(g()));
+    .option("-n, --dry-run", "only show which tags and revisions would be removed")
+    .action(async (opts) => {
+      const r = await expireJob(await openJob(g()), Date.now() / 1000, { dryRun: opts.dryRun });
+      if (opts.dryRun) {
+        for (const [id, tags] of r.untagged) {
+          print(`would remove tags ${tags.join(",")} from ${id}`);
+        }
+        for (const id of r.removed) print(`would remove revision ${id}`);
+        if (r.untagged.size === 0 && r.removed.length === 0) print("nothing to expire");
+        return;
+      }
       logger().info("Expiry done", { retagged: r.retagged, removed: r.removed.length });
     });
 
@@ -200,7 +225,7 @@ export async function main(argv: string[]): Promise<number> {
       logfile: opts.logfile,
       console: consoleFor(action.name(), action.args),
     });
-    if (logfile) logger().info(`$ backy ${argv.join(" ")}`);
+    if (logfile) logger().info(`$ backy ${redactArgv(argv).join(" ")}`);
   });
   const log = logger();
   try {

@@ -6,6 +6,8 @@ import YAML from "yaml";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { SOURCE_TYPES, type SourceSettings, validateSource } from "../config/source_config.ts";
 import type { Backend } from "./revision.ts";
+import type { Schedule } from "./retention.ts";
+import { parseDuration } from "../config/duration.ts";
 
 export { SOURCE_TYPES };
 export type SourceType = typeof SOURCE_TYPES[number];
@@ -57,6 +59,25 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
     backend: backend === "chunked" ? "chunked" : "cow",
     schedule: schedule as JobDirConfig["schedule"],
   };
+}
+
+/**
+ * The schedule the scheduler copied into a job's config (intervals in seconds), or
+ * undefined when there is none (a job made by `init` that the scheduler never ran).
+ */
+export function jobSchedule(cfg: JobDirConfig, file: string): Schedule | undefined {
+  const raw = cfg.schedule;
+  if (!raw || Object.keys(raw).length === 0) return undefined;
+  const schedule: Schedule = {};
+  for (const [tag, def] of Object.entries(raw)) {
+    const interval = parseDuration(def?.interval as string | number);
+    const keep = Number(def?.keep);
+    if (interval === undefined || !Number.isInteger(keep) || keep < 1) {
+      throw new BackyError(`${file}: invalid schedule entry for tag '${tag}'`);
+    }
+    schedule[tag] = { interval, keep };
+  }
+  return schedule;
 }
 
 export function serializeJobConfig(cfg: Omit<JobDirConfig, "settings">): string {

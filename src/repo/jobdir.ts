@@ -6,6 +6,8 @@ import { join, resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { atomicWrite, exists, isTempName, removeIfExists, tempName } from "../util/fs.ts";
 import { Lock } from "../util/lock.ts";
+import { logger } from "../util/log.ts";
+import { judgeOwnership } from "../util/trust.ts";
 import { BlockIndex } from "./index_file.ts";
 import { type JobDirConfig, parseJobConfig, serializeJobConfig } from "./jobconfig.ts";
 import { parseRevision, type Revision, serializeRevision } from "./revision.ts";
@@ -15,6 +17,14 @@ export interface Scan {
   revisions: Revision[];
   /** `.rev` files that could not be read: reported, never deleted. */
   problems: string[];
+}
+
+const log = logger("jobdir");
+
+/** Refuses files others could have written (util/trust.ts); warns when others can read. */
+async function trust(what: string, path: string): Promise<void> {
+  const warning = judgeOwnership(what, path, await Deno.stat(path));
+  if (warning) log.warning(warning);
 }
 
 export class JobDir {
@@ -44,11 +54,15 @@ export class JobDir {
       }
       throw new BackyError(`cannot read ${cfgFile}: ${errorMessage(e)}`);
     }
-    return new JobDir(path, parseJobConfig(text, cfgFile));
+    const config = parseJobConfig(text, cfgFile);
+    await trust("job directory", path);
+    await trust("job config", cfgFile);
+    return new JobDir(path, config);
   }
 
+  /** Writes the job's `config`, readable by its owner only (it may hold a Consul token). */
   static async writeConfig(dir: string, cfg: Omit<JobDirConfig, "settings">): Promise<void> {
-    await atomicWrite(JobDir.configPath(dir), serializeJobConfig(cfg), 0o644);
+    await atomicWrite(JobDir.configPath(dir), serializeJobConfig(cfg), 0o600);
   }
 
   revPath(id: string): string {
@@ -69,7 +83,10 @@ export class JobDir {
     return Lock.tryAcquire(
       join(this.path, ".backup"),
       true,
-      `another backup of ${this.path} is running (lock ${join(this.path, ".backup")} is held)`,
+      (holder) =>
+        `another backup of ${this.path} is running (lock ${
+          join(this.path, ".backup")
+        } is held${holder})`,
     );
   }
 
@@ -82,7 +99,7 @@ export class JobDir {
     return Lock.tryAcquire(
       join(this.path, ".purge"),
       true,
-      `a restore of ${this.path} is running; data removal postponed`,
+      (holder) => `a restore of ${this.path} is running${holder}; data removal postponed`,
     );
   }
 

@@ -9,6 +9,11 @@ export type Schedule = Record<string, { interval: number; keep: number }>;
 /** Tags with this prefix were made by hand and are never expired (D10). */
 export const MANUAL_PREFIX = "manual:";
 
+/** Tags that the next expiry would drop: neither in the schedule nor `manual:`. */
+export function tagsExpiryDrops(tags: string[], schedule: Schedule): string[] {
+  return tags.filter((t) => !Object.hasOwn(schedule, t) && !t.startsWith(MANUAL_PREFIX));
+}
+
 export interface RevisionInfo {
   id: string;
   timestamp: number;

@@ -138,7 +138,7 @@ for (const backend of ["chunked", "cow"] as const) {
       });
 
       await t.step({
-        name: `a block device (loop) is written in place, zeros included, without -f${
+        name: `a block device (loop) needs -f, then is written in place, zeros included${
           isRoot() ? "" : " (ignored: needs root for a loop device)"
         }`,
         ignore: !isRoot(),
@@ -149,7 +149,11 @@ for (const backend of ["chunked", "cow"] as const) {
           assertEquals(l.code, 0, l.err);
           const dev = l.out.trim();
           try {
-            expectOk(await backy(["-b", job, "restore", "-r", "1", dev]));
+            const refused = await backy(["-b", job, "restore", "-r", "1", dev]);
+            assertEquals(refused.code, 1);
+            assertIncludes(refused.stderr, `restore target ${dev} is a block device`);
+            assertIncludes(refused.stderr, "--force");
+            expectOk(await backy(["-b", job, "restore", "-r", "1", "--force", dev]));
             const want = await Deno.readFile(v1);
             const f = await Deno.open(dev, { read: true });
             const got = new Uint8Array(want.length);

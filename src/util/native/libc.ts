@@ -16,6 +16,8 @@ const symbols = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
 /** The libc functions backy calls. */
