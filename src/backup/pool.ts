@@ -1,5 +1,6 @@
 /** A small pool of data-path Workers (one per core) with request/response by id. */
 import { BackyError } from "../util/errors.ts";
+import { newDataWorker } from "../util/entry.ts";
 import type {
   ApplyBlock,
   ApplyResult,
@@ -30,7 +31,7 @@ export class WorkerPool {
 
   constructor(size = WorkerPool.defaultSize()) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+      const w = newDataWorker();
       w.onmessage = (ev) => this.settle(ev.data);
       w.onerror = (ev) => {
         ev.preventDefault();
