@@ -114,7 +114,7 @@ class Reporter implements Progress {
     this.rates.reset();
     this.rates.sample(t, 0);
     this.bar?.setTotal(total);
-    this.writeFile(t);
+    this.writeFile(t, true);
   }
 
   finish(): void {
@@ -167,9 +167,9 @@ class Reporter implements Progress {
     this.writeFile(t);
   }
 
-  private writeFile(t: number): void {
+  private writeFile(t: number, now = false): void {
     const dir = this.opts.jobDir;
-    if (!dir || t - this.lastFile < FILE_INTERVAL_SECONDS - 1e-3) return;
+    if (!dir || (!now && t - this.lastFile < FILE_INTERVAL_SECONDS - 1e-3)) return;
     this.lastFile = t;
     const record = progressRecord(this.state(), Deno.pid, Date.now() / 1000);
     // A fresh name created exclusively (never someone else's file or link), then renamed
