@@ -1,8 +1,9 @@
 /** backy: block-based backup and restore for virtual machine images. */
-import { main } from "./src/cli/main.ts";
 import { inDataWorker } from "./src/util/entry.ts";
 
-// A data-path Worker of the bundle loads this whole file too (src/util/entry.ts).
+// A data-path Worker of the bundle loads this whole file too (src/util/entry.ts): it must
+// not run the CLI, nor pay for loading it (hence the dynamic import).
 if (import.meta.main && !inDataWorker()) {
+  const { main } = await import("./src/cli/main.ts");
   Deno.exit(await main(Deno.args));
 }
