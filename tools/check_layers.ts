@@ -3,8 +3,9 @@
  * against the architecture's layers (design.md, "Layout"). Each folder under src/ has a
  * rank; a module may import from its own folder and from folders of a lower rank only
  * (folders of equal rank stay independent of each other). Cycles count value imports
- * (`import type` is erased at run time); layers count every import. A Worker entry
- * (`new Worker(new URL("./worker.ts", import.meta.url))`) counts as an import.
+ * (`import type` is erased at run time); layers count every import, dynamic ones
+ * (`import("./x.ts")`) and Worker entries (`new Worker(new URL("./w.ts", import.meta.url))`)
+ * included.
  *
  *   deno run --allow-read tools/check_layers.ts [ROOT]
  */
@@ -33,6 +34,7 @@ export interface Edge {
 
 const IMPORT_RE =
   /(?:^|\n)\s*(?:import|export)\s+(type\s+)?(?:[^"'`;]*?\s+from\s+)?["'](\.{1,2}\/[^"']+)["']/g;
+const DYNAMIC_RE = /\bimport\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g;
 const URL_RE =
   /new Worker\(\s*new URL\(\s*["'](\.{1,2}\/[^"']+\.ts)["']\s*,\s*import\.meta\.url\s*\)/g;
 
@@ -40,6 +42,7 @@ const URL_RE =
 export function importsOf(text: string): { spec: string; typeOnly: boolean }[] {
   const out: { spec: string; typeOnly: boolean }[] = [];
   for (const m of text.matchAll(IMPORT_RE)) out.push({ spec: m[2], typeOnly: !!m[1] });
+  for (const m of text.matchAll(DYNAMIC_RE)) out.push({ spec: m[1], typeOnly: false });
   for (const m of text.matchAll(URL_RE)) out.push({ spec: m[1], typeOnly: false });
   return out;
 }

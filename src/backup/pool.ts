@@ -1,6 +1,7 @@
 /** A small pool of data-path Workers (one per core) with typed request/response by id. */
 import { BackyError } from "../util/errors.ts";
 import { DamagedBlockError } from "../store/block_store.ts";
+import { newDataWorker } from "./worker_entry.ts";
 import type {
   CheckRequest,
   CheckResult,
@@ -14,6 +15,9 @@ import type {
   WorkerReply,
 } from "./protocol.ts";
 
+/** A Worker starts in milliseconds; far longer means it never will (e.g. a broken bundle). */
+const WORKER_START_MS = 60_000;
+
 interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
@@ -25,6 +29,10 @@ export class WorkerPool {
   private load: number[] = [];
   private pending = new Map<number, Pending>();
   private nextId = 1;
+  /** Workers that said they serve requests; one that never does fails the pool. */
+  private ready = 0;
+  private startTimer: ReturnType<typeof setTimeout> | undefined;
+  private broken: BackyError | undefined;
 
   /** One Worker per core, at most two (the coordinator and rbd need CPU too). */
   static defaultSize(): number {
@@ -33,7 +41,7 @@ export class WorkerPool {
 
   constructor(size = WorkerPool.defaultSize()) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+      const w = newDataWorker();
       w.onmessage = (ev: MessageEvent<WorkerReply>) => this.settle(ev.data);
       w.onerror = (ev) => {
         ev.preventDefault();
@@ -42,6 +50,13 @@ export class WorkerPool {
       this.workers.push(w);
       this.load.push(0);
     }
+    this.startTimer = setTimeout(() => {
+      this.broken = new BackyError(
+        `data workers did not start within ${WORKER_START_MS / 1000} s`,
+      );
+      this.failAll(this.broken);
+    }, WORKER_START_MS);
+    Deno.unrefTimer(this.startTimer);
   }
 
   get size(): number {
@@ -49,6 +64,11 @@ export class WorkerPool {
   }
 
   private settle(msg: WorkerReply) {
+    if ("ready" in msg) {
+      this.ready++;
+      if (this.ready === this.workers.length) clearTimeout(this.startTimer);
+      return;
+    }
     const p = this.pending.get(msg.id);
     if (!p) return;
     this.pending.delete(msg.id);
@@ -70,6 +90,7 @@ export class WorkerPool {
     req: Ops[K][0],
     transfer: Transferable[] = [],
   ): Promise<Ops[K][1]> {
+    if (this.broken) return Promise.reject(this.broken);
     const id = this.nextId++;
     this.load[w]++;
     return new Promise((resolve, reject) => {
@@ -105,6 +126,7 @@ export class WorkerPool {
   }
 
   terminate(): void {
+    clearTimeout(this.startTimer);
     for (const w of this.workers) w.terminate();
     this.failAll(new BackyError("data workers stopped"));
     this.workers = [];

@@ -85,5 +85,6 @@ export interface WorkerMessage<K extends Op = Op> {
 
 /** A Worker's answer: a result, or an error's message, code and name. */
 export type WorkerReply =
+  | { ready: true }
   | { id: number; result: unknown }
   | { id: number; error: string; code?: string; name?: string };

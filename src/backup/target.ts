@@ -6,7 +6,7 @@
  * - a block device: needs --force, is opened exclusively (a mounted or otherwise claimed
  *   device is refused: EBUSY) and must be at least as large as the revision, checked before
  *   the first byte is written; it is written in place, zeros included;
- * - `-` (stdout) or a character device: a stream; a terminal or a closed stdout is refused.
+ * - `-` (stdout) or a character device: a stream; a closed stdout is refused.
  */
 import * as fs from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
@@ -165,13 +165,8 @@ function deviceSize(path: string): number {
   }
 }
 
+/** stdout (a terminal is refused earlier, by the command line: cli/main.ts). */
 function stdoutTarget(): RestoreTarget {
-  if (Deno.stdout.isTerminal()) {
-    throw new BackyError(
-      "refusing to write a disk image to a terminal; redirect stdout (e.g. '> disk.img' or " +
-        "'| rbd import - POOL/IMAGE') or give a file as the target",
-    );
-  }
   if (stdoutWasClosed()) {
     throw new BackyError("stdout is closed: nowhere to write the image to");
   }

@@ -153,6 +153,9 @@ function transferables(result: unknown): Transferable[] {
   return out;
 }
 
+/** Tells the pool this Worker serves requests (a Worker that never does is an error there). */
+self.postMessage({ ready: true });
+
 self.onmessage = (ev: MessageEvent<WorkerMessage>) => {
   const { id, op, req } = ev.data;
   let reply: WorkerReply;

@@ -1,6 +1,7 @@
 /**
  * The command line, 2.1-compatible (spec 1): `backy [-v] [-l LOGFILE] [-b DIR] COMMAND ...`.
- * Exit codes (design D8): 0 success, 1 failure with `Error: <message>` on stderr.
+ * Exit codes (design D8): 0 success, 1 failure with `Error: <message>` on stderr, 2 usage
+ * error (`check`: 3, Nagios UNKNOWN, on stdout), 128+N when stopped by signal N.
  */
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { join, resolve } from "node:path";
@@ -16,8 +17,19 @@ import { loadSchedulerConfig } from "../config/scheduler_config.ts";
 import { runScheduler } from "../scheduler/daemon.ts";
 import { check } from "../scheduler/check.ts";
 import { planRuns, planTable } from "../scheduler/plan.ts";
+import { SOURCE_TYPES, sourceFromCli } from "../repo/jobconfig.ts";
 import { init, redactArgv } from "./init.ts";
 import { changeTags, checkTags, parseTags } from "../backup/tags.ts";
+import { completionScript, SHELLS } from "./completion.ts";
+import { watchInterrupts } from "./interrupt.ts";
+import {
+  CHECK_USAGE_EXIT,
+  globalOptionHint,
+  unknownOptionFlag,
+  USAGE_EXIT,
+  UsageError,
+} from "./usage.ts";
+import { refuseTerminal } from "../util/progress.ts";
 import { statusTable } from "./status.ts";
 import { print, printErr } from "./output.ts";
 
@@ -58,18 +70,14 @@ export function buildProgram(): Command {
     .option("-b, --backupdir <dir>", "job directory", ".")
     .enablePositionalOptions()
     .exitOverride()
-    .showSuggestionAfterError(false)
+    .showSuggestionAfterError(true)
     .configureOutput({
       writeOut: (s) => print(s.replace(/\n$/, "")),
       writeErr: (s) => printErr(s.replace(/\n$/, "")),
     })
     .action((_opts, cmd) => {
-      if (cmd.args.length) {
-        cmd.error(`error: unknown command '${cmd.args[0]}'`, {
-          exitCode: 1,
-          code: "commander.unknownCommand",
-        });
-      }
+      // commander's own message, with its "(Did you mean ...?)" for typos.
+      if (cmd.args.length) (cmd as unknown as { unknownCommand(): never }).unknownCommand();
       print(program.helpInformation());
     });
   const g = () => program.opts() as Globals;
@@ -80,6 +88,17 @@ export function buildProgram(): Command {
     .argument("<source>", "file: PATH; ceph-rbd: POOL/IMAGE; flyingcircus: POOL/IMAGE,VM[,TOKEN]")
     .option("--backend <backend>", "storage backend: cow or chunked (default: probe for reflink)")
     .action(async (type, source, opts) => {
+      if (!(SOURCE_TYPES as readonly string[]).includes(type)) {
+        throw new UsageError(`unknown source type '${type}' (known: ${SOURCE_TYPES.join(", ")})`);
+      }
+      if (opts.backend !== undefined && opts.backend !== "cow" && opts.backend !== "chunked") {
+        throw new UsageError(`unknown backend '${opts.backend}' (known: cow, chunked)`);
+      }
+      try {
+        sourceFromCli(type, source);
+      } catch (e) {
+        throw new UsageError(errorMessage(e));
+      }
       await init(g().backupdir, type, source, opts.backend);
     });
 
@@ -89,7 +108,7 @@ export function buildProgram(): Command {
     .option("-f, --force", "accept tags the job's schedule does not know (expiry removes them)")
     .action(async (tags, opts) => {
       const list = tags.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
-      if (list.length === 0) throw new BackyError("backup needs at least one tag");
+      if (list.length === 0) throw new UsageError("backup needs at least one tag");
       const job = await openJob(g());
       checkTags(job, parseTags(list.join(",")), !!opts.force);
       await backup(job, list);
@@ -108,11 +127,17 @@ export function buildProgram(): Command {
     });
 
   program.command("restore")
-    .description("write a revision to TARGET (file, block device, or - for stdout)")
+    .description(
+      "write a revision to TARGET: a file, a block device, - (stdout) or rbd:POOL/IMAGE (Ceph)",
+    )
     .option("-r, --revision <spec>", "revision: number, ID, last, tag or ID prefix", "latest")
-    .option("-f, --force", "overwrite an existing non-empty file")
-    .argument("<target>", "file, block device, or -")
+    .option("-f, --force", "overwrite an existing non-empty file or Ceph image")
+    .argument(
+      "<target>",
+      "file, block device, - for stdout, or rbd:POOL/IMAGE for a new Ceph image",
+    )
     .action(async (target, opts) => {
+      if (target === "-") refuseTerminal(Deno.stdout, "restore -");
       const job = await openJob(g());
       const rev = resolveSpec(await warnProblems(job), opts.revision, job.path);
       await restore(job, rev, target, { force: !!opts.force });
@@ -196,6 +221,38 @@ export function buildProgram(): Command {
       print(planTable(await planRuns(config, now, n, jobs)));
     });
 
+  program.command("help")
+    .description("show help for COMMAND (or for backy)")
+    .argument("[command]", "a command")
+    .action((name) => {
+      const sub = name === undefined ? program : program.commands.find((c) => c.name() === name);
+      if (sub) return print(sub.helpInformation().replace(/\n$/, ""));
+      // commander's unknown-command error, with its "(Did you mean ...?)".
+      program.args = [name!];
+      (program as unknown as { unknownCommand(): never }).unknownCommand();
+    });
+
+  program.command("completion")
+    .description("print a shell completion script (bash or zsh)")
+    .argument("<shell>", `${SHELLS.join(" or ")}; e.g. source <(backy completion bash)`)
+    .action((shell) => {
+      if (!(SHELLS as readonly string[]).includes(shell)) {
+        throw new UsageError(`unknown shell '${shell}' (known: ${SHELLS.join(", ")})`);
+      }
+      print(completionScript(program, shell as typeof SHELLS[number]));
+    });
+
+  // `check` is a Nagios plugin: its usage errors are UNKNOWN (3) on stdout, like its others.
+  const checkCmd = program.commands.find((c) => c.name() === "check")!;
+  checkCmd
+    .configureOutput({
+      writeErr: (s) => print(s.replace(/\n$/, "")),
+      outputError: (s, write) => write(`UNKNOWN: ${s}`),
+    })
+    .exitOverride((e) => {
+      throw e.exitCode === 0 ? e : new CommanderError(CHECK_USAGE_EXIT, e.code, e.message);
+    });
+
   // Only the root takes stray words, to name an unknown command (subcommands were created
   // above and keep commander's strict default).
   program.allowExcessArguments(true);
@@ -213,9 +270,11 @@ function consoleFor(command: string, args: readonly string[]): "stdout" | "stder
   return "stderr";
 }
 
+/** Runs backy with these arguments (without the program name) and returns its exit status. */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   let logfile: string | undefined;
+  let unwatch = () => {};
   program.hook("preAction", (_this, action) => {
     const opts = program.opts() as Globals;
     opts.backupdir = resolve(opts.backupdir);
@@ -226,6 +285,13 @@ export async function main(argv: string[]): Promise<number> {
       console: consoleFor(action.name(), action.args),
     });
     if (logfile) logger().info(`$ backy ${redactArgv(argv).join(" ")}`);
+    // The scheduler stops cleanly on its own signal handlers.
+    if (action.name() !== "scheduler") {
+      unwatch = watchInterrupts(
+        describeCommand(action.name(), action.args, opts.backupdir),
+        !!opts.logfile,
+      );
+    }
   });
   const log = logger();
   try {
@@ -234,7 +300,12 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      return e.exitCode;
+      if (e.exitCode === 0) return 0;
+      const flag = unknownOptionFlag(e.message);
+      const hint = flag && globalOptionHint(argv, flag);
+      const isCheck = e.exitCode === CHECK_USAGE_EXIT;
+      if (hint) (isCheck ? print : printErr)(hint);
+      return isCheck ? CHECK_USAGE_EXIT : USAGE_EXIT;
     }
     if (e instanceof ExitCode) return e.code;
     printErr(`Error: ${errorMessage(e)}`);
@@ -246,8 +317,22 @@ export async function main(argv: string[]): Promise<number> {
       log.error(`Error: ${errorMessage(e)}`);
       log.error("Backy operation failed.");
     }
-    return 1;
+    return e instanceof UsageError ? USAGE_EXIT : 1;
   } finally {
+    unwatch();
     stopLogging();
+  }
+}
+
+/** What an interrupt stops, in a few words: `backup of /srv/backy/vm1`. */
+function describeCommand(command: string, args: readonly string[], dir: string): string {
+  switch (command) {
+    case "backup":
+    case "expire":
+      return `${command} of ${dir}`;
+    case "restore":
+      return `restore from ${dir} to ${args.at(-1) === "-" ? "stdout" : args.at(-1)}`;
+    default:
+      return command;
   }
 }

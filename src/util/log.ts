@@ -79,6 +79,12 @@ export interface LogSetup {
 }
 
 let fileSink: ReopeningFile | undefined;
+let consoleHook: (() => void) | undefined;
+
+/** Registers what runs before a log line goes to the console (progress clears its line). */
+export function onConsoleWrite(hook: (() => void) | undefined): void {
+  consoleHook = hook;
+}
 
 export function setupLogging(setup: LogSetup): void {
   fileSink?.close();
@@ -92,6 +98,7 @@ export function setupLogging(setup: LogSetup): void {
       const when = formatDateTime(new Date(record.timestamp));
       fileSink.write(`${when} [${Deno.pid}] ${level} ${msg}\n`);
     } else {
+      consoleHook?.();
       const bytes = enc.encode(msg + "\n");
       let off = 0;
       while (off < bytes.length) off += out.writeSync(bytes.subarray(off));

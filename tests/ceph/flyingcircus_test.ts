@@ -223,7 +223,7 @@ Deno.test("init flyingcircus POOL/IMAGE,VM[,TOKEN]: the job config", async () =>
     });
     for (const bad of ["rbd/img", "img,vm", "rbd/img,,tok", "rbd/img,vm,tok,extra"]) {
       const e = await backy(["-b", join(base, "bad"), "init", "flyingcircus", bad]);
-      assertEquals(e.code, 1, bad);
+      assertEquals(e.code, 2, `${bad}: a usage error`);
       assertIncludes(e.stderr, "POOL/IMAGE,VM[,CONSUL_ACL_TOKEN]");
     }
   } finally {

@@ -278,7 +278,7 @@ Deno.test("backup needs a tag", async () => {
     await writeImage(join(dir, "s"), [1]);
     await initJob(join(dir, "job"), join(dir, "s"), "chunked");
     const r = await backy(["-b", join(dir, "job"), "backup", " , "]);
-    assertEquals(r.code, 1);
+    assertEquals(r.code, 2, "a usage error");
     assertEquals(r.stderr, "Error: backup needs at least one tag\n");
     assertEquals(await revisions(join(dir, "job")), []);
   } finally {

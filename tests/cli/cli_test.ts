@@ -46,10 +46,11 @@ Deno.test("--help of the program and of every subcommand exits 0 on stdout", asy
   }
 });
 
-Deno.test("unknown subcommand and unknown options fail with a message", async () => {
+Deno.test("unknown subcommand and unknown options are usage errors (exit 2)", async () => {
   const cases: [string[], RegExp][] = [
     [["frobnicate"], /^error: unknown command 'frobnicate'$/im],
     [["-b", "/tmp", "frobnicate", "x"], /^error: unknown command 'frobnicate'$/im],
+    [["help", "frobnicate"], /^error: unknown command 'frobnicate'$/im],
     [["status", "extra"], /too many arguments for 'status'/],
     [["--bogus"], /unknown option '--bogus'/],
     [["status", "--bogus"], /unknown option '--bogus'/],
@@ -59,7 +60,7 @@ Deno.test("unknown subcommand and unknown options fail with a message", async ()
   ];
   for (const [args, msg] of cases) {
     const r = await backy(args);
-    assert(r.code !== 0, `${args.join(" ")} must fail`);
+    assertEquals(r.code, 2, `${args.join(" ")} is a usage error`);
     assertMatch(r.stderr, msg, `${args.join(" ")}: ${r.stderr}`);
     assertEquals(r.stdout, "", `${args.join(" ")} prints nothing on stdout`);
   }
@@ -151,7 +152,7 @@ Deno.test("init rejects unknown types, backends and bad ceph/flyingcircus source
     ];
     for (const [args, msg] of cases) {
       const r = await backy(["-b", job, ...args]);
-      assertEquals(r.code, 1, args.join(" "));
+      assertEquals(r.code, 2, `${args.join(" ")}: a usage error`);
       assertEquals(r.stderr, msg + "\n", args.join(" "));
       assertEquals(await fileExists(join(job, "config")), false, `${args.join(" ")}: no config`);
     }
@@ -222,4 +223,158 @@ Deno.test("a job config with an unknown source type is a clean error", async () 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("typos get a suggestion, global options after the command a corrected line", async () => {
+  const cases: [string[], string][] = [
+    [["bakup", "daily"], "error: unknown command 'bakup'\n(Did you mean backup?)\n"],
+    [["help", "stauts"], "error: unknown command 'stauts'\n(Did you mean status?)\n"],
+    [["--verbos", "status"], "error: unknown option '--verbos'\n(Did you mean --verbose?)\n"],
+    [
+      ["status", "-b", "/srv/backy/vm 1"],
+      "error: unknown option '-b'\n" +
+      "hint: global options go before the command: backy -b '/srv/backy/vm 1' status\n",
+    ],
+    [
+      ["-v", "restore", "-r", "1", "out.img", "--logfile", "/tmp/l"],
+      "error: unknown option '--logfile'\n" +
+      "hint: global options go before the command: backy -v --logfile /tmp/l restore -r 1 out.img\n",
+    ],
+  ];
+  for (const [args, stderr] of cases) {
+    const r = await backy(args);
+    assertEquals({ code: r.code, stdout: r.stdout, stderr: r.stderr }, {
+      code: 2,
+      stdout: "",
+      stderr,
+    });
+  }
+});
+
+Deno.test("check's usage errors are Nagios UNKNOWN (3) on stdout", async () => {
+  for (
+    const [args, stdout] of [
+      [["check", "--bogus"], "UNKNOWN: error: unknown option '--bogus'\n"],
+      [
+        ["check", "extra"],
+        "UNKNOWN: error: too many arguments for 'check'. Expected 0 arguments but got 1: extra.\n",
+      ],
+      [["check", "-c"], "UNKNOWN: error: option '-c, --config <file>' argument missing\n"],
+    ] as const
+  ) {
+    const r = await backy([...args]);
+    assertEquals({ code: r.code, stdout: r.stdout, stderr: r.stderr }, {
+      code: 3,
+      stdout,
+      stderr: "",
+    });
+  }
+  const help = await backy(["check", "--help"]);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^Usage: backy check /);
+});
+
+Deno.test("help COMMAND is COMMAND --help; restore --help names every target", async () => {
+  for (const cmd of ["init", "backup", "restore", "completion"]) {
+    const a = await backy(["help", cmd]);
+    const b = await backy([cmd, "--help"]);
+    assertEquals({ code: a.code, stdout: a.stdout, stderr: a.stderr }, {
+      code: 0,
+      stdout: b.stdout,
+      stderr: "",
+    });
+  }
+  const top = await backy(["help"]);
+  assertEquals(top.code, 0);
+  assertEquals(top.stdout, (await backy([])).stdout);
+  const restore = await backy(["restore", "--help"]);
+  for (const w of ["block device", "- for stdout", "rbd:POOL/IMAGE"]) {
+    assertIncludes(restore.stdout, w);
+  }
+});
+
+Deno.test("completion bash completes commands, options and their values in a real bash", async () => {
+  const r = await backy(["completion", "bash"]);
+  assertEquals(r.code, 0, r.stderr);
+  const dir = await tempDir();
+  try {
+    const script = join(dir, "backy.bash");
+    await Deno.writeTextFile(script, r.stdout);
+    const complete = async (...words: string[]) => {
+      const quoted = words.map((w) => `'${w}'`).join(" ");
+      const out = await new Deno.Command("bash", {
+        args: [
+          "-c",
+          `source '${script}'; COMP_WORDS=(${quoted}); COMP_CWORD=$((\${#COMP_WORDS[@]} - 1)); ` +
+          `_backy; printf '%s\\n' "\${COMPREPLY[@]}"`,
+        ],
+        cwd: dir,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(new TextDecoder().decode(out.stderr), "");
+      return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l !== "");
+    };
+    assertEquals(await complete("backy", "ba"), ["backup"]);
+    assertEquals(await complete("backy", "-b", "/srv", "re"), ["restore"]);
+    assertEquals(await complete("backy", "-l", "x", "init", ""), [
+      "file",
+      "ceph-rbd",
+      "flyingcircus",
+    ]);
+    assertEquals(await complete("backy", "init", "--backend", "c"), ["cow", "chunked"]);
+    assertEquals(await complete("backy", "init", "file", "backy.b"), ["backy.bash"]);
+    assertEquals(await complete("backy", "restore", "--"), ["--revision", "--force", "--help"]);
+    assertEquals(await complete("backy", "restore", "-r", "la"), ["last", "latest"]);
+    assertEquals(await complete("backy", "restore", "-r", "1", "backy."), ["backy.bash"]);
+    assertEquals(await complete("backy", "help", "comp"), ["completion"]);
+    assertEquals(await complete("backy", "completion", ""), ["bash", "zsh"]);
+    assertEquals(await complete("backy", "--ver"), ["--version", "--verbose"]);
+    assertEquals(await complete("backy", "backup", ""), [], "tags: nothing to suggest");
+    const bad = await backy(["completion", "fish"]);
+    assertEquals({ code: bad.code, stderr: bad.stderr }, {
+      code: 2,
+      stderr: "Error: unknown shell 'fish' (known: bash, zsh)\n",
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const zsh = await new Deno.Command("zsh", { args: ["-c", "true"] }).output().then(
+  (r) => r.success,
+  () => false,
+);
+
+Deno.test({
+  name: `completion zsh loads into zsh's completion system${zsh ? "" : " (ignored: needs zsh)"}`,
+  ignore: !zsh,
+  fn: async () => {
+    const r = await backy(["completion", "zsh"]);
+    assertEquals(r.code, 0, r.stderr);
+    const dir = await tempDir();
+    try {
+      const script = join(dir, "_backy");
+      await Deno.writeTextFile(script, r.stdout);
+      const syntax = await new Deno.Command("zsh", { args: ["-n", script], stderr: "piped" })
+        .output();
+      assertEquals(new TextDecoder().decode(syntax.stderr), "");
+      assertEquals(syntax.code, 0);
+      // Loaded by sourcing after compinit, it registers _backy for backy.
+      const out = await new Deno.Command("zsh", {
+        args: [
+          "-f",
+          "-c",
+          `autoload -U compinit; compinit -u -D; source '${script}'; print -r -- $_comps[backy]`,
+        ],
+        env: { HOME: dir },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(new TextDecoder().decode(out.stderr), "");
+      assertEquals(new TextDecoder().decode(out.stdout), "_backy\n");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

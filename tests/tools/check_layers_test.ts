@@ -18,6 +18,7 @@ import "./side.ts";
 import * as fs from "node:fs";
 const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
 const m = new URL("../../mod.ts", import.meta.url);
+if (x) await import("../backup/worker.ts");
 `;
   assertEquals(importsOf(text), [
     { spec: "./a.ts", typeOnly: false },
@@ -26,6 +27,7 @@ const m = new URL("../../mod.ts", import.meta.url);
     { spec: "./e.ts", typeOnly: false },
     { spec: "./f.ts", typeOnly: true },
     { spec: "./side.ts", typeOnly: false },
+    { spec: "../backup/worker.ts", typeOnly: false },
     { spec: "./worker.ts", typeOnly: false },
   ]);
 });
