@@ -2,7 +2,7 @@
  * The command line, 2.1-compatible (spec 1): `backy [-v] [-l LOGFILE] [-b DIR] COMMAND ...`.
  * Exit codes (design D8): 0 success, 1 failure with `Error: <message>` on stderr.
  */
-import { Command, CommanderError } from "@commander-js/extra-typings";
+import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import { resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { logger, setupLogging, stopLogging } from "../util/log.ts";
@@ -14,9 +14,9 @@ import { expireJob } from "../backup/expire.ts";
 import { loadSchedulerConfig } from "../config/scheduler_config.ts";
 import { runScheduler } from "../scheduler/daemon.ts";
 import { check } from "../scheduler/check.ts";
-import { planRuns, planTable } from "../scheduler/plan.ts";
+import { planJson, planRuns, planTable } from "../scheduler/plan.ts";
 import { init } from "./init.ts";
-import { statusTable } from "./status.ts";
+import { statusJson, statusTable } from "./status.ts";
 import { print, printErr } from "./output.ts";
 
 export const VERSION = "3.0.0";
@@ -118,9 +118,11 @@ export function buildProgram(): Command {
 
   program.command("status")
     .description("show the revisions of the job")
-    .action(async () => {
+    .option("--json", "print the revisions as JSON (trust, verification, complete or not)")
+    .action(async (opts) => {
       const job = await openJob(g());
-      print(statusTable(await warnProblems(job)).replace(/\n$/, ""));
+      const revisions = await warnProblems(job);
+      print(opts.json ? statusJson(revisions) : statusTable(revisions).replace(/\n$/, ""));
     });
 
   program.command("expire")
@@ -133,17 +135,32 @@ export function buildProgram(): Command {
   program.command("scheduler")
     .description("run the scheduler daemon in the foreground")
     .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
+    .addOption(
+      new Option("--log-format <format>", "log lines as text or as JSON objects")
+        .choices(["text", "json"] as const).default("text" as const),
+    )
     .action(async (opts) => {
       await runScheduler(opts.config, VERSION);
     });
 
-  program.command("check")
-    .description("Nagios check of the scheduler's status file")
+  const checkCommand = program.command("check")
+    .description("monitoring plugin (Nagios/Icinga) over the scheduler's status file")
     .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
+    .option("--json", "print the verdict as JSON for scripts (same exit codes)")
     .action(async (opts) => {
       const r = await check(opts.config);
-      print(r.text);
+      print(opts.json ? JSON.stringify(r.json, null, 2) : r.text);
       if (r.code !== 0) throw new ExitCode(r.code);
+    });
+  // A monitoring plugin reports usage errors as UNKNOWN (3) on stdout: Nagios shows stdout,
+  // and exit 1 with nothing there would read as WARNING "(No output)".
+  checkCommand
+    .configureOutput({
+      writeOut: (s) => print(s.replace(/\n$/, "")),
+      writeErr: (s) => print(`UNKNOWN: ${s.replace(/^error: /, "").split("\n")[0]}`),
+    })
+    .exitOverride((e) => {
+      throw e.exitCode === 0 ? e : new CommanderError(3, e.code, e.message);
     });
 
   program.command("plan")
@@ -151,6 +168,7 @@ export function buildProgram(): Command {
     .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
     .option("--now <time>", "plan as if it were TIME (ISO 8601, UTC unless an offset is given)")
     .option("-n <count>", "runs per job", "3")
+    .option("--json", "print the runs as JSON")
     .argument("[jobs...]", "only these jobs")
     .action(async (jobs, opts) => {
       const config = await loadSchedulerConfig(opts.config);
@@ -166,7 +184,8 @@ export function buildProgram(): Command {
       }
       const n = Number(opts.n);
       if (!Number.isInteger(n) || n < 1) throw new BackyError(`-n must be a positive integer`);
-      print(planTable(await planRuns(config, now, n, jobs)));
+      const runs = planRuns(config, now, n, jobs);
+      print(opts.json ? planJson(runs) : planTable(runs));
     });
 
   // Only the root takes stray words, to name an unknown command (subcommands were created
@@ -193,10 +212,13 @@ export async function main(argv: string[]): Promise<number> {
     const opts = program.opts() as Globals;
     opts.backupdir = resolve(opts.backupdir);
     logfile = opts.logfile;
+    // The scheduler's lines always carry time and level (a journal must tell errors apart).
+    const daemon = action.name() === "scheduler";
     setupLogging({
       verbose: !!opts.verbose,
       logfile: opts.logfile,
       console: consoleFor(action.name(), action.args),
+      format: daemon ? (action.opts() as { logFormat?: "text" | "json" }).logFormat : "message",
     });
     if (logfile) logger().info(`$ backy ${argv.join(" ")}`);
   });
