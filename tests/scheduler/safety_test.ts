@@ -109,7 +109,7 @@ Deno.test({
     };
     await writeConfig(configFile, config);
     const daemon = Daemon.start(configFile, null, { args: ["--log-format", "json"] });
-    const context = async () => `daemon ${daemon.pid}, exited ${daemon.exited}`;
+    const context = () => Promise.resolve(`daemon ${daemon.pid}, exited ${daemon.exited}`);
     const entry = async (job: string) => (await readStatus(statusFile)).find((e) => e.job === job);
     try {
       let backupPid = 0;
