@@ -101,10 +101,11 @@ Deno.test({
           ? { "http-tls-cert": join(tls, "cert.pem"), "http-tls-key": join(tls, "key.pem") }
           : {}),
       },
-      schedules: { hourly: { hourly: { interval: "1h", keep: 2 } } },
+      // Weekly: a new job's first backup starts at once (unless its first slot is minutes away).
+      schedules: { weekly: { weekly: { interval: "1w", keep: 2 } } },
       jobs: {
-        stuck: { schedule: "hourly", source: { type: "file", filename: join(dir, "stuck.img") } },
-        ok: { schedule: "hourly", source: { type: "file", filename: join(dir, "ok.img") } },
+        stuck: { schedule: "weekly", source: { type: "file", filename: join(dir, "stuck.img") } },
+        ok: { schedule: "weekly", source: { type: "file", filename: join(dir, "ok.img") } },
       },
     };
     await writeConfig(configFile, config);
