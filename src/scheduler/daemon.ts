@@ -200,17 +200,17 @@ export class Scheduler implements SchedulerControl {
       log.error("Reload failed, keeping the running configuration", { error: errorMessage(e) });
       return `reload failed, keeping the running configuration: ${errorMessage(e)}`;
     }
-    try {
-      this.setFilePermissions(next);
-    } catch (e) {
-      log.error("Reload failed, keeping the running configuration", { error: errorMessage(e) });
-      return `reload failed, keeping the running configuration: ${errorMessage(e)}`;
-    }
     if (next.baseDir !== this.config.baseDir) {
       const msg =
         `base-dir changed (${this.config.baseDir} -> ${next.baseDir}): restart the scheduler`;
       log.error("Reload refused", { reason: msg });
       return `reload refused: ${msg}`;
+    }
+    try {
+      this.setFilePermissions(next);
+    } catch (e) {
+      log.error("Reload failed, keeping the running configuration", { error: errorMessage(e) });
+      return `reload failed, keeping the running configuration: ${errorMessage(e)}`;
     }
     const old = this.config;
     this.config = next;
