@@ -19,11 +19,13 @@ export const RANKS: Record<string, number> = {
   store: 3,
   sources: 3,
   backup: 4,
-  // Front ends of the daemon: they define the port the scheduler implements.
-  shell: 4,
-  http: 4,
-  scheduler: 5,
-  cli: 6,
+  // What the daemon reports and its port to the front ends (pure models).
+  status: 4,
+  // Front ends of the daemon, through the port in status/.
+  shell: 5,
+  http: 5,
+  scheduler: 6,
+  cli: 7,
 };
 
 export interface Edge {

@@ -3,7 +3,7 @@
  * Exit codes (design D8): 0 success, 1 failure with `Error: <message>` on stderr, 2 usage
  * error (`check`: 3, Nagios UNKNOWN, on stdout), 128+N when stopped by signal N.
  */
-import { Command, CommanderError } from "@commander-js/extra-typings";
+import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import { join, resolve } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { logger, setupLogging, stopLogging } from "../util/log.ts";
@@ -16,7 +16,7 @@ import { expireJob } from "../backup/expire.ts";
 import { loadSchedulerConfig } from "../config/scheduler_config.ts";
 import { runScheduler } from "../scheduler/daemon.ts";
 import { check } from "../scheduler/check.ts";
-import { planRuns, planTable } from "../scheduler/plan.ts";
+import { planJson, planRuns, planTable } from "../scheduler/plan.ts";
 import { SOURCE_TYPES, sourceFromCli } from "../repo/jobconfig.ts";
 import { init, redactArgv } from "./init.ts";
 import { changeTags, checkTags, parseTags } from "../backup/tags.ts";
@@ -30,7 +30,7 @@ import {
   UsageError,
 } from "./usage.ts";
 import { refuseTerminal } from "../util/progress.ts";
-import { statusTable } from "./status.ts";
+import { statusJson, statusTable } from "./status.ts";
 import { print, printErr } from "./output.ts";
 
 export const VERSION = "3.0.0";
@@ -161,9 +161,11 @@ export function buildProgram(): Command {
 
   program.command("status")
     .description("show the revisions of the job")
-    .action(async () => {
+    .option("--json", "print the revisions as JSON (trust, verification, complete or not)")
+    .action(async (opts) => {
       const job = await openJob(g());
-      print(statusTable(await warnProblems(job)).replace(/\n$/, ""));
+      const revisions = await warnProblems(job);
+      print(opts.json ? statusJson(revisions) : statusTable(revisions).replace(/\n$/, ""));
     });
 
   program.command("expire")
@@ -185,16 +187,21 @@ export function buildProgram(): Command {
   program.command("scheduler")
     .description("run the scheduler daemon in the foreground")
     .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
+    .addOption(
+      new Option("--log-format <format>", "log lines as text or as JSON objects")
+        .choices(["text", "json"] as const).default("text" as const),
+    )
     .action(async (opts) => {
       await runScheduler(opts.config, VERSION);
     });
 
-  program.command("check")
-    .description("Nagios check of the scheduler's status file")
+  const checkCmd = program.command("check")
+    .description("monitoring plugin (Nagios/Icinga) over the scheduler's status file")
     .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
+    .option("--json", "print the verdict as JSON for scripts (same exit codes)")
     .action(async (opts) => {
       const r = await check(opts.config);
-      print(r.text);
+      print(opts.json ? JSON.stringify(r.json, null, 2) : r.text);
       if (r.code !== 0) throw new ExitCode(r.code);
     });
 
@@ -203,6 +210,7 @@ export function buildProgram(): Command {
     .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
     .option("--now <time>", "plan as if it were TIME (ISO 8601, UTC unless an offset is given)")
     .option("-n <count>", "runs per job", "3")
+    .option("--json", "print the runs as JSON")
     .argument("[jobs...]", "only these jobs")
     .action(async (jobs, opts) => {
       const config = await loadSchedulerConfig(opts.config);
@@ -218,7 +226,8 @@ export function buildProgram(): Command {
       }
       const n = Number(opts.n);
       if (!Number.isInteger(n) || n < 1) throw new BackyError(`-n must be a positive integer`);
-      print(planTable(await planRuns(config, now, n, jobs)));
+      const runs = planRuns(config, now, n, jobs);
+      print(opts.json ? planJson(runs) : planTable(runs));
     });
 
   program.command("help")
@@ -242,12 +251,12 @@ export function buildProgram(): Command {
       print(completionScript(program, shell as typeof SHELLS[number]));
     });
 
-  // `check` is a Nagios plugin: its usage errors are UNKNOWN (3) on stdout, like its others.
-  const checkCmd = program.commands.find((c) => c.name() === "check")!;
+  // `check` is a monitoring plugin: its usage errors are UNKNOWN (3) on stdout, like its
+  // others (Nagios shows stdout; exit 1 with nothing there would read as WARNING).
   checkCmd
     .configureOutput({
       writeErr: (s) => print(s.replace(/\n$/, "")),
-      outputError: (s, write) => write(`UNKNOWN: ${s}`),
+      outputError: (s, write) => write(`UNKNOWN: ${s.replace(/^error: /, "")}`),
     })
     .exitOverride((e) => {
       throw e.exitCode === 0 ? e : new CommanderError(CHECK_USAGE_EXIT, e.code, e.message);
@@ -279,10 +288,13 @@ export async function main(argv: string[]): Promise<number> {
     const opts = program.opts() as Globals;
     opts.backupdir = resolve(opts.backupdir);
     logfile = opts.logfile;
+    // The scheduler's lines always carry time and level (a journal must tell errors apart).
+    const daemon = action.name() === "scheduler";
     setupLogging({
       verbose: !!opts.verbose,
       logfile: opts.logfile,
       console: consoleFor(action.name(), action.args),
+      format: daemon ? (action.opts() as { logFormat?: "text" | "json" }).logFormat : "message",
     });
     if (logfile) logger().info(`$ backy ${redactArgv(argv).join(" ")}`);
     // The scheduler stops cleanly on its own signal handlers.

@@ -1,7 +1,7 @@
-/** `backy status`: the revision table of spec 1.5. */
+/** `backy status`: the revision table of spec 1.5, or (`--json`) every revision's state. */
 import { formatBytes, formatDateTime, formatDuration } from "../util/format.ts";
 import { renderTable } from "../util/table.ts";
-import { type Revision, revisionDate } from "../repo/revision.ts";
+import { isComplete, type Revision, revisionDate } from "../repo/revision.ts";
 
 export function statusTable(revisions: Revision[]): string {
   const rows = revisions.map((r) => [
@@ -22,4 +22,40 @@ export function statusTable(revisions: Revision[]): string {
   return `${table}\n${revisions.length} revisions containing ${
     formatBytes(total)
   } data (estimated)\n`;
+}
+
+/** A timestamp from a `.rev` extra key (e.g. scrub's `verified_at`) as ISO 8601, else null. */
+function isoOrNull(v: unknown): string | null {
+  if (v instanceof Date) return v.toISOString();
+  if (typeof v !== "string") return null;
+  const m = /^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d(?:\.\d+)?)\s*(Z|[+-]\d\d:?\d\d)?$/.exec(
+    v.trim(),
+  );
+  if (!m) return null;
+  const t = Date.parse(`${m[1]}T${m[2]}${m[3] ?? "Z"}`);
+  return Number.isNaN(t) ? null : new Date(t).toISOString();
+}
+
+/**
+ * `status --json`: revisions oldest first with an explicit `state` (complete or incomplete),
+ * trust, verification time (when a scrub recorded one) and the failure reason if any.
+ */
+export function statusJson(revisions: Revision[]): string {
+  return JSON.stringify(
+    revisions.map((r) => ({
+      id: r.id,
+      timestamp: new Date(r.timestampUs / 1000).toISOString(),
+      state: isComplete(r) ? "complete" : "incomplete",
+      tags: r.tags,
+      trust: r.trust,
+      verified_at: isoOrNull(r.extra.verified_at),
+      duration: r.stats.duration ?? null,
+      bytes_written: r.stats.bytes_written ?? 0,
+      parent: r.parent,
+      backend: r.backend,
+      error: r.error ?? null,
+    })),
+    null,
+    2,
+  );
 }

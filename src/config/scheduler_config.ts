@@ -5,6 +5,7 @@
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../util/errors.ts";
 import { checkSource, duration, type SourceMapping } from "./source_config.ts";
+import { parseAddress } from "./address.ts";
 import {
   type Entry,
   listOf,
@@ -49,9 +50,33 @@ export interface SchedulerConfig {
   statusInterval: number;
   telnetAddrs: string[];
   telnetPort: number;
+  /** `backup-completed-callback`: run as `PROGRAM JOB` after each successful scheduled backup. */
   completedCallback?: string;
+  /** `backup-failed-callback`: run as `PROGRAM JOB` after each failed scheduled run. */
+  failedCallback?: string;
+  /** Seconds a callback may run before it is killed. */
+  callbackTimeout: number;
+  /** Seconds a backup (or expire) child may run before the scheduler kills it. */
+  backupTimeout: number;
+  /** `check` is CRITICAL for a job whose last this many scheduled runs failed. */
+  criticalFailures: number;
+  /** Group (name or number) that may read the status file and the scheduler's log (0640). */
+  monitoringGroup?: string;
+  /** The HTTP endpoint; undefined = off. */
+  http?: HttpConfig;
   schedules: Record<string, ScheduleDef>;
   jobs: Record<string, JobConfig>;
+}
+
+/** The scheduler's HTTP endpoint (off unless `http-port` is set). */
+export interface HttpConfig {
+  addrs: string[];
+  port: number;
+  /** Client name -> bearer token. Empty: no authentication (loopback only). */
+  tokens: Record<string, string>;
+  /** PEM files; both or neither. */
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 export const DEFAULT_BASE_DIR = "/srv/backy";
@@ -59,6 +84,13 @@ export const DEFAULT_WORKER_LIMIT = 1;
 export const DEFAULT_STATUS_INTERVAL = 30;
 export const DEFAULT_TELNET_ADDRS: readonly string[] = ["::1", "127.0.0.1"];
 export const DEFAULT_TELNET_PORT = 6023;
+export const DEFAULT_HTTP_ADDRS: readonly string[] = ["::1", "127.0.0.1"];
+export const DEFAULT_CALLBACK_TIMEOUT = 60;
+/** A day: a backup running longer than a day-long interval is stuck, not slow. */
+export const DEFAULT_BACKUP_TIMEOUT = 86400;
+export const DEFAULT_CRITICAL_FAILURES = 3;
+/** Bearer tokens shorter than this are refused: they could be guessed. */
+export const MIN_TOKEN_LENGTH = 16;
 
 const TOP_KEYS = ["global", "schedules", "jobs"];
 const GLOBAL_KEYS = [
@@ -69,6 +101,16 @@ const GLOBAL_KEYS = [
   "telnet-addrs",
   "telnet-port",
   "backup-completed-callback",
+  "backup-failed-callback",
+  "callback-timeout",
+  "backup-timeout",
+  "critical-failures",
+  "monitoring-group",
+  "http-addrs",
+  "http-port",
+  "http-tokens",
+  "http-tls-cert",
+  "http-tls-key",
 ];
 const TAG_KEYS = ["interval", "keep"];
 const JOB_KEYS = ["schedule", "backend", "source"];
@@ -127,6 +169,11 @@ function parseGlobal(check: YamlChecker, at: Entry | undefined, configDir: strin
   const telnetAddrsEntry = get("telnet-addrs");
   const telnetPortEntry = get("telnet-port");
   const callbackEntry = get("backup-completed-callback");
+  const failedCallbackEntry = get("backup-failed-callback");
+  const callbackTimeoutEntry = get("callback-timeout");
+  const backupTimeoutEntry = get("backup-timeout");
+  const criticalEntry = get("critical-failures");
+  const groupEntry = get("monitoring-group");
   const result: GlobalSettings = {
     baseDir,
     workerLimit: workerLimitEntry ? check.integer(workerLimitEntry, 1) : DEFAULT_WORKER_LIMIT,
@@ -136,9 +183,106 @@ function parseGlobal(check: YamlChecker, at: Entry | undefined, configDir: strin
       : DEFAULT_STATUS_INTERVAL,
     telnetAddrs: telnetAddrsEntry ? addresses(check, telnetAddrsEntry) : [...DEFAULT_TELNET_ADDRS],
     telnetPort: telnetPortEntry ? check.integer(telnetPortEntry, 1, 65535) : DEFAULT_TELNET_PORT,
+    callbackTimeout: callbackTimeoutEntry
+      ? duration(check, callbackTimeoutEntry)
+      : DEFAULT_CALLBACK_TIMEOUT,
+    backupTimeout: backupTimeoutEntry
+      ? duration(check, backupTimeoutEntry)
+      : DEFAULT_BACKUP_TIMEOUT,
+    criticalFailures: criticalEntry ? check.integer(criticalEntry, 1) : DEFAULT_CRITICAL_FAILURES,
   };
-  if (callbackEntry) result.completedCallback = check.string(callbackEntry, { nonEmpty: true });
+  if (callbackEntry) result.completedCallback = program(check, callbackEntry, configDir);
+  if (failedCallbackEntry) result.failedCallback = program(check, failedCallbackEntry, configDir);
+  if (groupEntry) {
+    const value = check.scalar(groupEntry);
+    if (typeof value === "number" && Number.isInteger(value) && value >= 0) {
+      result.monitoringGroup = String(value);
+    } else {
+      const name = check.string(groupEntry, { nonEmpty: true });
+      if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(name)) {
+        check.fail(groupEntry, `invalid group name ${quote(name)}`);
+      }
+      result.monitoringGroup = name;
+    }
+  }
+  const http = parseHttp(check, fields, configDir);
+  if (http) result.http = http;
   return result;
+}
+
+/**
+ * `http-*` keys. The endpoint is on when `http-port` is set. Tokens never appear in an error
+ * message: a mistyped token is reported by its client name only.
+ */
+function parseHttp(
+  check: YamlChecker,
+  fields: Map<string, Entry>,
+  configDir: string,
+): HttpConfig | undefined {
+  const portEntry = fields.get("http-port");
+  const others = ["http-addrs", "http-tokens", "http-tls-cert", "http-tls-key"]
+    .map((k) => fields.get(k)).filter((e): e is Entry => e !== undefined);
+  if (!portEntry) {
+    if (others.length) {
+      check.fail(others[0], "needs http-port (the HTTP endpoint is off without it)");
+    }
+    return undefined;
+  }
+  const addrsEntry = fields.get("http-addrs");
+  const http: HttpConfig = {
+    port: check.integer(portEntry, 1, 65535),
+    addrs: addrsEntry ? addresses(check, addrsEntry) : [...DEFAULT_HTTP_ADDRS],
+    tokens: Object.create(null),
+  };
+  if (http.addrs.length === 0) check.fail(addrsEntry!, "needs at least one address");
+  const remote = http.addrs.filter((a) => !parseAddress(a)?.loopback);
+  const tokensEntry = fields.get("http-tokens");
+  if (tokensEntry) {
+    const seen = new Map<string, string>();
+    for (const client of check.entries(tokensEntry, { what: "a mapping of client name: token" })) {
+      const token = check.scalar(client);
+      if (typeof token !== "string") {
+        check.fail(client, "the token must be a string (quote it)");
+      }
+      if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) {
+        check.fail(
+          client,
+          `the token must be at least ${MIN_TOKEN_LENGTH} characters without whitespace`,
+        );
+      }
+      const other = seen.get(token);
+      if (other !== undefined) check.fail(client, `same token as client ${quote(other)}`);
+      seen.set(token, client.name);
+      http.tokens[client.name] = token;
+    }
+  }
+  const cert = fields.get("http-tls-cert"), key = fields.get("http-tls-key");
+  if ((cert === undefined) !== (key === undefined)) {
+    check.fail((cert ?? key)!, "http-tls-cert and http-tls-key go together");
+  }
+  if (cert && key) {
+    http.tlsCert = configPath(configDir, check.string(cert, { nonEmpty: true }));
+    http.tlsKey = configPath(configDir, check.string(key, { nonEmpty: true }));
+  }
+  for (const addr of http.addrs) {
+    if (!parseAddress(addr)) {
+      check.fail(addrsEntry!, `not an IP address: ${quote(addr)} (host names are not accepted)`);
+    }
+  }
+  // Anyone on the network could read the status or start backups: never without both.
+  if (remote.length && (Object.keys(http.tokens).length === 0 || !http.tlsCert)) {
+    check.fail(
+      addrsEntry!,
+      `non-loopback address ${remote[0]} needs http-tokens and http-tls-cert/http-tls-key`,
+    );
+  }
+  return http;
+}
+
+/** A program path (relative to the config file) or a bare name looked up in PATH. */
+function program(check: YamlChecker, at: Entry, configDir: string): string {
+  const value = check.string(at, { nonEmpty: true });
+  return value.includes("/") ? configPath(configDir, value) : value;
 }
 
 /** Relative paths are relative to the config file, not to wherever the daemon was started. */

@@ -1,21 +1,28 @@
 /**
  * `backy scheduler -c CONFIG`: runs every job on time (design D9), writes the status file,
- * serves the telnet shell, reloads on SIGHUP and stops cleanly on SIGTERM/SIGINT.
+ * serves the telnet shell and the HTTP endpoint, reloads on SIGHUP and stops cleanly on
+ * SIGTERM/SIGINT. Everything it creates is readable by its owner only, or by the owner and
+ * the configured `monitoring-group` (status file, its own log; D18).
  */
 import { join } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { logger } from "../util/log.ts";
+import { logger, setLogFilePermissions } from "../util/log.ts";
 import { Lock } from "../util/lock.ts";
+import { groupId } from "../util/group.ts";
 import {
+  type HttpConfig,
   type JobConfig,
   loadSchedulerConfig,
   type SchedulerConfig,
 } from "../config/scheduler_config.ts";
 import { type ShellServer, startShell } from "../shell/telnet.ts";
-import type { JobView, SchedulerControl } from "../shell/commands.ts";
-import { JobRunner } from "./jobrunner.ts";
+import type { SchedulerControl } from "../status/control.ts";
+import { type HttpServer, startHttp } from "../http/server.ts";
+import { type CarriedState, JobRunner } from "./jobrunner.ts";
+import type { JobStatus } from "../status/jobstatus.ts";
+import { readProgress } from "../status/progress.ts";
 import { Semaphore } from "./semaphore.ts";
-import { statusItem, writeStatusFile } from "./statusfile.ts";
+import { previousState, statusItem, writeStatusFile } from "./statusfile.ts";
 
 const log = logger("scheduler");
 
@@ -24,6 +31,10 @@ export class Scheduler implements SchedulerControl {
   private workerPool: Semaphore;
   private lock?: Lock;
   private shell?: ShellServer;
+  private http?: HttpServer;
+  /** Mode and group of the status file and the log file. */
+  private fileMode = 0o600;
+  private fileGid?: number;
   private statusTimer?: ReturnType<typeof setInterval>;
   private stopped = false;
   private finished: Promise<void>;
@@ -52,22 +63,45 @@ export class Scheduler implements SchedulerControl {
     } catch (e) {
       throw new BackyError(`base-dir ${base} is not usable: ${errorMessage(e)}`);
     }
+    this.setFilePermissions(this.config);
+    const lockPath = join(base, ".lock");
     this.lock = await Lock.tryAcquire(
-      join(base, ".lock"),
+      lockPath,
       true,
-      `another scheduler is already running for ${base} (lock ${join(base, ".lock")} is held)`,
+      `another scheduler is already running for ${base} (lock ${lockPath} is held)`,
     );
+    // A lock file others can open can be flock'ed by them too (issue 10): owner only.
+    await Deno.chmod(lockPath, 0o600).catch(() => {});
     log.info("Scheduler starting", {
       config: this.configFile,
       jobs: Object.keys(this.config.jobs).length,
     });
-    for (const job of Object.values(this.config.jobs)) this.addJob(job);
+    const previous = await this.previousStatus();
+    for (const job of Object.values(this.config.jobs)) this.addJob(job, previous.get(job.name));
     await this.startShell();
+    await this.startHttp();
     this.startStatusLoop();
   }
 
-  private addJob(job: JobConfig): void {
-    const r = new JobRunner(job, this.config.baseDir, this.workerPool);
+  /** Failure records the last scheduler left in the status file: a restart forgets none. */
+  private async previousStatus(): Promise<Map<string, CarriedState>> {
+    try {
+      return previousState(await Deno.readTextFile(this.config.statusFile));
+    } catch {
+      return new Map();
+    }
+  }
+
+  /** 0600, or 0640 with the monitoring group; a group that does not exist is a config error. */
+  private setFilePermissions(config: SchedulerConfig): void {
+    const gid = config.monitoringGroup === undefined ? undefined : groupId(config.monitoringGroup);
+    this.fileGid = gid;
+    this.fileMode = gid === undefined ? 0o600 : 0o640;
+    setLogFilePermissions(this.fileMode, gid);
+  }
+
+  private addJob(job: JobConfig, carried?: CarriedState): void {
+    const r = new JobRunner(job, this.config.baseDir, this.workerPool, () => this.config, carried);
     this.runners.set(job.name, r);
     r.start();
   }
@@ -93,6 +127,24 @@ export class Scheduler implements SchedulerControl {
     }
   }
 
+  private async startHttp(): Promise<void> {
+    const http = this.config.http;
+    if (!http) return;
+    try {
+      this.http = await startHttp({
+        config: http,
+        control: this,
+        version: this.version,
+        log: {
+          info: (m, p) => log.info(m, p),
+          warn: (m, p) => log.warning(m, p),
+        },
+      });
+    } catch (e) {
+      log.error("HTTP endpoint not started", { error: errorMessage(e) });
+    }
+  }
+
   private startStatusLoop(): void {
     if (this.statusTimer !== undefined) clearInterval(this.statusTimer);
     void this.writeStatus();
@@ -107,10 +159,12 @@ export class Scheduler implements SchedulerControl {
     try {
       const runners = [...this.runners.values()];
       await Promise.all(runners.map((r) => (r.running ? undefined : r.refresh())));
+      const progress = await this.progressOfRunning(runners);
       const now = Date.now() / 1000;
-      const items = runners.map((r) => statusItem(r, now))
-        .sort((a, b) => (a.entry.job < b.entry.job ? -1 : 1));
-      await writeStatusFile(this.config.statusFile, items);
+      const items = runners.map((r) =>
+        statusItem(r, r.slaOk(now), () => r.statusAt(now, progress.get(r)))
+      ).sort((a, b) => (a.entry.job < b.entry.job ? -1 : 1));
+      await writeStatusFile(this.config.statusFile, items, this.fileMode, this.fileGid);
       log.debug("Status file written", {
         jobs: items.length,
         ms: Math.round(performance.now() - started),
@@ -124,6 +178,17 @@ export class Scheduler implements SchedulerControl {
         error: errorMessage(e),
       });
     }
+  }
+
+  /** `.progress` of the jobs that are running now (a few files at most). */
+  private async progressOfRunning(runners: JobRunner[]) {
+    const out = new Map<JobRunner, Awaited<ReturnType<typeof readProgress>>>();
+    await Promise.all(
+      runners.filter((r) => r.running).map(async (r) => {
+        out.set(r, await readProgress(r.dir));
+      }),
+    );
+    return out;
   }
 
   /** SIGHUP / telnet `reload`: a broken config keeps the running one. */
@@ -140,6 +205,12 @@ export class Scheduler implements SchedulerControl {
         `base-dir changed (${this.config.baseDir} -> ${next.baseDir}): restart the scheduler`;
       log.error("Reload refused", { reason: msg });
       return `reload refused: ${msg}`;
+    }
+    try {
+      this.setFilePermissions(next);
+    } catch (e) {
+      log.error("Reload failed, keeping the running configuration", { error: errorMessage(e) });
+      return `reload failed, keeping the running configuration: ${errorMessage(e)}`;
     }
     const old = this.config;
     this.config = next;
@@ -173,6 +244,11 @@ export class Scheduler implements SchedulerControl {
       this.shell = undefined;
       await this.startShell();
     }
+    if (!sameHttp(old.http, next.http)) {
+      await this.http?.close();
+      this.http = undefined;
+      await this.startHttp();
+    }
     const msg = `reloaded: ${added} jobs added, ${changed} changed, ${removed} removed`;
     log.info(msg);
     void this.writeStatus();
@@ -186,6 +262,7 @@ export class Scheduler implements SchedulerControl {
     if (this.statusTimer !== undefined) clearInterval(this.statusTimer);
     await Promise.all([...this.runners.values()].map((r) => r.stop(true)));
     await this.shell?.close().catch(() => {});
+    await this.http?.close().catch(() => {});
     await this.writeStatus();
     this.lock?.release();
     log.info("Scheduler stopped");
@@ -196,19 +273,12 @@ export class Scheduler implements SchedulerControl {
     return this.finished;
   }
 
-  // SchedulerControl for the telnet shell.
-  jobs(): JobView[] {
+  // SchedulerControl for the telnet shell and the HTTP endpoint.
+  async jobs(): Promise<JobStatus[]> {
+    const runners = [...this.runners.values()];
+    const progress = await this.progressOfRunning(runners);
     const now = Date.now() / 1000;
-    return [...this.runners.values()].map((r) => ({
-      name: r.name,
-      sla: r.slaOk(now) ? "OK" : "TOO OLD",
-      status: r.status,
-      lastTime: r.summary.newest ? new Date(r.summary.newest.time * 1000) : undefined,
-      lastTags: r.summary.newest ? r.sortedTags(r.summary.newest.tags) : [],
-      lastDuration: r.summary.newest?.duration,
-      nextTime: r.next ? new Date(r.next.time * 1000) : undefined,
-      nextTags: r.next?.tags ?? [],
-    }));
+    return runners.map((r) => r.statusAt(now, progress.get(r)));
   }
 
   runJob(name: string): boolean {
@@ -226,6 +296,11 @@ export class Scheduler implements SchedulerControl {
   workers(): { limit: number; busy: number } {
     return { limit: this.workerPool.limit, busy: this.workerPool.busy };
   }
+}
+
+/** Whether two HTTP settings would listen the same way (tokens included). */
+function sameHttp(a: HttpConfig | undefined, b: HttpConfig | undefined): boolean {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 }
 
 /** Runs the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads. */

@@ -1,7 +1,9 @@
 /**
  * One configured job inside the scheduler: wait for the next slot (or a manual trigger),
  * take a worker slot, write the job's config, run `backy backup` as a child, then
- * `backy expire`; back off exponentially while it fails (design D9).
+ * `backy expire`; back off exponentially while it fails (design D9). Children that run
+ * past `backup-timeout` are killed; each run's outcome (failures in a row, the child's
+ * error line) is kept for monitoring, and the configured callbacks run after it.
  */
 import { join } from "node:path";
 import { errorMessage } from "../util/errors.ts";
@@ -10,7 +12,7 @@ import { selfCommand } from "../util/self.ts";
 import { atomicWrite, exists } from "../util/fs.ts";
 import { JobDir } from "../repo/jobdir.ts";
 import { parseJobConfig, serializeJobConfig, type SourceType } from "../repo/jobconfig.ts";
-import type { Backend } from "../repo/revision.ts";
+import { type Backend, formatRevTimestamp, isComplete, type Revision } from "../repo/revision.ts";
 import type { JobConfig } from "../config/scheduler_config.ts";
 import { probeBackend } from "../store/probe.ts";
 import {
@@ -24,25 +26,59 @@ import {
 } from "./schedule.ts";
 import type { Semaphore } from "./semaphore.ts";
 import { EMPTY_SUMMARY, type JobSummary, refreshSummary } from "./summary.ts";
+import { type JobState, type JobStatus, oneLine, reportedState } from "../status/jobstatus.ts";
+import type { Progress } from "../status/progress.ts";
+import { runHook } from "./callback.ts";
+import { statusEntry, statusYaml } from "./statusfile.ts";
+import YAML from "yaml";
 
 const log = logger("scheduler");
 
-export type JobState =
-  | ""
-  | "waiting"
-  | "waiting for worker slot"
-  | "running"
-  | "finished"
-  | "failed"
-  | "stopped";
+/** What the runner takes from the global config; read anew for every run (reloads). */
+export interface RunnerSettings {
+  /** Seconds a child (backup, expire) may run before it is killed. */
+  backupTimeout: number;
+  completedCallback?: string;
+  failedCallback?: string;
+  /** Seconds. */
+  callbackTimeout: number;
+}
+
+/** State worth keeping across scheduler restarts (read back from the status file). */
+export interface CarriedState {
+  failures: number;
+  lastError?: string;
+  lastFailure?: number;
+  since?: number;
+}
+
+/** How long a killed child gets between SIGTERM and SIGKILL. */
+const KILL_GRACE_MS = 10_000;
+
+/** The runner's own states; what is reported adds `failing` (see reportedState). */
+type RunnerState = Exclude<JobState, "failing">;
+
+/** How one child ended. */
+interface ChildResult {
+  code: number;
+  /** One line saying why it failed (the child's `Error:` line, a signal, the timeout). */
+  error?: string;
+}
 
 export class JobRunner {
-  status: JobState = "";
+  state: RunnerState = "";
   next?: { time: number; tags: string[] };
   failures = 0;
   lastFailureAt = 0;
+  lastError?: string;
   lastExit?: number;
+  /** When this scheduler first knew the job. */
+  since: number;
+  /** Start of the running backup. */
+  runningSince?: number;
   summary: JobSummary = EMPTY_SUMMARY;
+  /** Bumped on every change of what statusAt reports (status file cache key). */
+  version = 0;
   private spreadValue: number;
   private wake?: () => void;
   private runNowFlag = false;
@@ -59,9 +95,23 @@ export class JobRunner {
     public cfg: JobConfig,
     private baseDir: string,
     private workers: Semaphore,
+    private settings: () => RunnerSettings,
+    carried?: CarriedState,
+    now = Date.now() / 1000,
   ) {
     this.spreadValue = spread(cfg.name, longestInterval(cfg.scheduleDef));
+    this.since = carried?.since ?? now;
+    if (carried && carried.failures > 0) {
+      this.failures = carried.failures;
+      this.lastError = carried.lastError;
+      // Not the backoff clock: a restarted scheduler retries on the regular schedule.
+      this.lastFailureAt = 0;
+      this.carriedFailureAt = carried.lastFailure;
+    }
   }
+
+  /** When the last failure happened, as far as known (this process or the status file). */
+  private carriedFailureAt?: number;
 
   get name(): string {
     return this.cfg.name;
@@ -79,6 +129,16 @@ export class JobRunner {
     return this.child !== undefined;
   }
 
+  /** The 2.1 `status` word plus `failing` for a job waiting to retry a failed run. */
+  get status(): JobState {
+    return reportedState(this.state, this.failures);
+  }
+
+  private setState(state: RunnerState): void {
+    this.state = state;
+    this.version++;
+  }
+
   start(): void {
     this.done = this.loop().catch((e) => {
       log.error("Job loop crashed", { job: this.name, error: errorMessage(e) });
@@ -90,10 +150,11 @@ export class JobRunner {
     this.cfg = cfg;
     this.spreadValue = spread(cfg.name, longestInterval(cfg.scheduleDef));
     this.rescheduleFlag = true;
+    this.version++;
     this.wake?.();
   }
 
-  /** Cuts the wait short (telnet `run`); backoff is not reset. */
+  /** Cuts the wait short (telnet `run`, HTTP POST run); backoff is not reset. */
   runNow(): void {
     this.runNowFlag = true;
     this.wake?.();
@@ -125,6 +186,43 @@ export class JobRunner {
     return sortedTags(tags, this.schedule);
   }
 
+  /** Everything the job reports at `now`; `progress` is the running backup's, if known. */
+  statusAt(now: number, progress?: Progress): JobStatus {
+    const s = this.summary;
+    const ok = this.slaOk(now);
+    const st: JobStatus = {
+      job: this.name,
+      sla: ok ? "OK" : "TOO OLD",
+      slaOverdue: ok || !s.newest ? 0 : Math.round(now - s.newest.time),
+      status: this.status,
+      lastTags: s.newest ? this.sortedTags(s.newest.tags) : [],
+      nextTags: this.next?.tags ?? [],
+      failures: this.failures,
+      revisions: s.completeCount,
+      distrusted: s.distrustedCount,
+      storedBytes: s.storedBytes,
+      since: this.since,
+    };
+    if (s.newest) {
+      st.lastTime = s.newest.time;
+      st.lastDuration = s.newest.duration;
+      st.lastBytes = s.newest.bytes;
+      if (s.newest.duration !== undefined) st.lastSuccess = s.newest.time + s.newest.duration;
+    }
+    if (this.next) st.nextTime = this.next.time;
+    if (this.failures > 0) {
+      if (this.lastError !== undefined) st.lastError = this.lastError;
+      const at = this.lastFailureAt || this.carriedFailureAt;
+      if (at) st.lastFailure = at;
+    }
+    if (s.verificationFailed) st.problem = `verification failed: ${s.verificationFailed}`;
+    if (this.state === "running" && this.runningSince !== undefined) {
+      st.runningSince = this.runningSince;
+      if (progress) st.progress = progress;
+    }
+    return st;
+  }
+
   /**
    * Re-reads the job directory if it changed. Calls queue behind each other, so the status
    * loop and the job loop never scan the same directory twice at once (at startup every
@@ -132,7 +230,9 @@ export class JobRunner {
    */
   refresh(): Promise<void> {
     const run = async () => {
+      const before = this.summary;
       this.summary = await refreshSummary(this.dir, this.summary);
+      if (this.summary !== before) this.version++;
     };
     const next = this.refreshing.then(run, run);
     this.refreshing = next;
@@ -142,7 +242,7 @@ export class JobRunner {
   computeNext(now: number): { time: number; tags: string[] } {
     const s = this.summary;
     const plan = nextRun(now, this.schedule, this.spreadValue, s.lastByTag, s.completeCount === 0);
-    if (this.failures > 0) {
+    if (this.failures > 0 && this.lastFailureAt > 0) {
       const retry = this.lastFailureAt + backoffSeconds(this.failures);
       if (retry > plan.time) return { time: retry, tags: plan.tags };
     }
@@ -172,7 +272,7 @@ export class JobRunner {
     while (!this.stopping) {
       const now = Date.now() / 1000;
       this.next = this.computeNext(now);
-      this.status = "waiting";
+      this.setState("waiting");
       const planned = this.next;
       this.rescheduleFlag = false;
       const due = await this.sleepUntil(planned.time);
@@ -180,67 +280,116 @@ export class JobRunner {
       if (!due) continue; // settings changed: compute the slot again
       const tags = planned.tags;
       this.runNowFlag = false;
-      this.status = "waiting for worker slot";
+      this.setState("waiting for worker slot");
       try {
         await this.workers.acquire(this.abort.signal);
       } catch {
         break; // stopping
       }
+      let outcome: RunOutcome | undefined;
       try {
-        this.status = "running";
-        await this.runOnce(tags);
+        this.setState("running");
+        outcome = await this.runOnce(tags);
       } finally {
         this.workers.release();
       }
+      // Hooks run without a worker slot, bounded by their own timeout.
+      if (outcome) await this.runHooks(outcome);
     }
-    this.status = "stopped";
+    this.setState("stopped");
     this.next = undefined;
   }
 
-  private async runOnce(tags: string[]): Promise<void> {
+  private async runOnce(tags: string[]): Promise<RunOutcome | undefined> {
     const started = Date.now() / 1000;
-    let code: number;
+    this.runningSince = started;
+    let result: ChildResult;
     try {
       await this.writeJobConfig();
-      code = await this.spawn(["backup", tags.join(",")]);
+      result = await this.spawn(["backup", tags.join(",")]);
     } catch (e) {
-      log.error("Cannot run backup", { job: this.name, error: errorMessage(e) });
-      code = -1;
+      result = { code: -1, error: `cannot run backup: ${errorMessage(e)}` };
     }
+    const code = result.code;
     this.lastExit = code;
+    let outcome: RunOutcome | undefined;
     if (code === 0) {
       this.failures = 0;
-      this.status = "finished";
+      this.lastError = undefined;
+      this.carriedFailureAt = undefined;
       log.info("Backup finished", { job: this.name, tags: tags.join(",") });
+      outcome = "completed";
     } else if (this.stopping) {
       // We terminated it (shutdown): its incomplete revision is removed by the next backup.
-      this.status = "stopped";
       log.info("Backup interrupted by shutdown", { job: this.name, exit: code });
     } else {
       this.failures++;
       this.lastFailureAt = started;
-      this.status = "failed";
-      log.error(`${this.name}: exit status ${code}`, {
+      this.lastError = oneLine(result.error ?? `exit status ${code}`);
+      const detail = result.error ? `: ${this.lastError}` : "";
+      log.error(`${this.name}: exit status ${code}${detail}`, {
         job: this.name,
+        failures: this.failures,
         retry_in: backoffSeconds(this.failures),
       });
+      outcome = "failed";
     }
+    this.version++;
     if (!this.stopping || code === 0) {
       try {
         if (await exists(JobDir.configPath(this.dir))) {
           const ex = await this.spawn(["expire"]);
-          if (ex !== 0) log.warning("Expiry failed", { job: this.name, exit: ex });
+          if (ex.code !== 0) {
+            log.warning("Expiry failed", { job: this.name, exit: ex.code, error: ex.error });
+          }
         }
       } catch (e) {
         log.error("Cannot run expire", { job: this.name, error: errorMessage(e) });
       }
     }
+    this.runningSince = undefined;
     await this.refresh();
+    return outcome;
+  }
+
+  /** `backup-completed-callback` after a success, `backup-failed-callback` after a failure. */
+  private async runHooks(outcome: RunOutcome): Promise<void> {
+    const settings = this.settings();
+    const program = outcome === "completed" ? settings.completedCallback : settings.failedCallback;
+    if (!program) return;
+    const kind = outcome === "completed" ? "backup-completed-callback" : "backup-failed-callback";
+    let input: string;
+    try {
+      input = outcome === "completed"
+        ? await completedCallbackInput(this.dir)
+        : failedCallbackInput(this.statusAt(Date.now() / 1000));
+    } catch (e) {
+      log.error(`${kind} not run: cannot read the job`, { job: this.name, error: errorMessage(e) });
+      return;
+    }
+    const r = await runHook(program, [this.name], input, settings.callbackTimeout * 1000);
+    const output = oneLine(r.output, 200) || undefined;
+    if (r.spawnError !== undefined) {
+      log.error(`${kind} could not be started`, { job: this.name, error: r.spawnError });
+    } else if (r.timedOut) {
+      log.error(`${kind} killed after ${settings.callbackTimeout} s`, {
+        job: this.name,
+        output,
+      });
+    } else if (r.code !== 0) {
+      log.error(`${kind} failed`, {
+        job: this.name,
+        exit: r.code ?? r.signal,
+        output,
+      });
+    } else {
+      log.info(`${kind} done`, { job: this.name, output });
+    }
   }
 
   /** The job directory's config: the source from the main config plus backend and schedule. */
   private async writeJobConfig(): Promise<void> {
-    await Deno.mkdir(this.dir, { recursive: false }).catch((e) => {
+    await Deno.mkdir(this.dir, { recursive: false, mode: 0o700 }).catch((e) => {
       if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
     });
     const file = JobDir.configPath(this.dir);
@@ -267,11 +416,16 @@ export class JobRunner {
       schedule[tag] = { interval: def.interval, keep: def.keep };
     }
     const text = serializeJobConfig({ type: type as SourceType, source, backend, schedule });
-    if (text !== previous) await atomicWrite(file, text, 0o644);
+    // It may hold a Consul token: owner only (D18).
+    if (text !== previous) await atomicWrite(file, text, 0o600);
   }
 
-  /** Runs `backy -b DIR -l DIR/backy.log ARGS`, its stdout/stderr appended to that log. */
-  private async spawn(args: string[]): Promise<number> {
+  /**
+   * Runs `backy -b DIR -l DIR/backy.log ARGS` in its own process group, its stdout/stderr
+   * appended to that log (the child's last `Error:` line kept as the reason). A child still
+   * running after `backup-timeout` gets SIGTERM, then its group SIGKILL.
+   */
+  private async spawn(args: string[]): Promise<ChildResult> {
     const logfile = join(this.dir, "backy.log");
     const [cmd, ...pre] = selfCommand();
     const child = new Deno.Command(cmd, {
@@ -279,30 +433,119 @@ export class JobRunner {
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      detached: true,
     }).spawn();
     this.child = child;
     this.childIsBackup = args[0] === "backup";
+    const timeout = this.settings().backupTimeout;
+    let timedOut = false;
+    let killTimer: ReturnType<typeof setTimeout> | undefined;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      log.error(
+        `${this.name}: ${args[0]} still running after ${formatSeconds(timeout)}, killing it`,
+        {
+          job: this.name,
+          pid: child.pid,
+        },
+      );
+      signalGroup(child.pid, "SIGTERM");
+      killTimer = setTimeout(() => signalGroup(child.pid, "SIGKILL"), KILL_GRACE_MS);
+    }, timeout * 1000);
     const sink = new ReopeningFile(logfile);
-    const dec = new TextDecoder();
-    const pump = async (stream: ReadableStream<Uint8Array>) => {
+    let lastError: string | undefined;
+    let lastLine: string | undefined;
+    const pump = async (stream: ReadableStream<Uint8Array>, watch: boolean) => {
+      const dec = new TextDecoder();
+      let partial = "";
       for await (const chunk of stream) {
+        const text = dec.decode(chunk, { stream: true });
         try {
-          sink.write(dec.decode(chunk, { stream: true }));
+          sink.write(text);
         } catch {
           // a broken log must not wedge the child on a full pipe
         }
+        if (!watch) continue;
+        const lines = (partial + text).split("\n");
+        partial = lines.pop()!.slice(-4096);
+        for (const line of lines) {
+          if (line.startsWith("Error: ")) lastError = line.slice(7);
+          else if (line.trim() !== "") lastLine = line;
+        }
       }
+      if (watch && partial.startsWith("Error: ")) lastError = partial.slice(7);
     };
     try {
-      const [status] = await Promise.all([child.status, pump(child.stdout), pump(child.stderr)]);
-      return status.signal
+      const [status] = await Promise.all([
+        child.status,
+        pump(child.stdout, false),
+        pump(child.stderr, true),
+      ]);
+      const code = status.signal
         ? 128 + (Deno.build.os === "linux" ? signalNumber(status.signal) : 0)
         : status.code;
+      if (code === 0) return { code };
+      let error = lastError ?? lastLine;
+      if (timedOut) {
+        error = `killed after running longer than backup-timeout (${formatSeconds(timeout)})`;
+      } else if (status.signal && lastError === undefined) {
+        error = `killed by ${status.signal}`;
+      }
+      return error === undefined ? { code } : { code, error: oneLine(error) };
     } finally {
+      clearTimeout(timer);
+      if (killTimer !== undefined) clearTimeout(killTimer);
       sink.close();
       this.child = undefined;
     }
   }
+}
+
+type RunOutcome = "completed" | "failed";
+
+function signalGroup(pid: number, signal: Deno.Signal): void {
+  try {
+    Deno.kill(-pid, signal);
+  } catch {
+    // gone already
+  }
+}
+
+/** `90 s`, `2 h`, `1 d`: durations as the config writes them, for messages. */
+export function formatSeconds(s: number): string {
+  if (s % 86400 === 0) return `${s / 86400} d`;
+  if (s % 3600 === 0) return `${s / 3600} h`;
+  if (s % 60 === 0) return `${s / 60} min`;
+  return `${s} s`;
+}
+
+/**
+ * stdin of `backup-completed-callback`, as backy 2.5 gave it (`status --yaml`): the job's
+ * complete revisions as a YAML list of their metadata, oldest first.
+ */
+export async function completedCallbackInput(dir: string): Promise<string> {
+  const job = await JobDir.open(dir);
+  const { revisions } = await job.scan();
+  return YAML.stringify(revisions.filter(isComplete).map(revisionDocument));
+}
+
+/** A revision's metadata as its `.rev` file holds it. */
+export function revisionDocument(r: Revision): Record<string, unknown> {
+  return {
+    ...r.extra,
+    uuid: r.id,
+    timestamp: formatRevTimestamp(r.timestampUs),
+    parent: r.parent,
+    stats: r.stats,
+    tags: r.tags,
+    trust: r.trust,
+    backend: r.backend,
+  };
+}
+
+/** stdin of `backup-failed-callback`: the job's status entry (as in the status file). */
+export function failedCallbackInput(status: JobStatus): string {
+  return statusYaml([statusEntry(status)]).replace(/^- /, "").replace(/^ {2}/gm, "");
 }
 
 function signalNumber(sig: string): number {

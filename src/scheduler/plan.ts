@@ -51,3 +51,17 @@ export function planTable(runs: PlannedRun[]): string {
   const rows = runs.map((r) => [r.job, formatDateTime(new Date(r.time * 1000)), r.tags.join(",")]);
   return renderTable(HEADERS.map((header) => ({ header })), rows);
 }
+
+/** `plan --json`: one object per run, times as ISO 8601 and Unix seconds. */
+export function planJson(runs: PlannedRun[]): string {
+  return JSON.stringify(
+    runs.map((r) => ({
+      job: r.job,
+      time: new Date(r.time * 1000).toISOString(),
+      timestamp: r.time,
+      tags: r.tags,
+    })),
+    null,
+    2,
+  );
+}

@@ -18,6 +18,8 @@ export interface QuickRevision {
   tags: string[];
   /** Only on complete revisions. */
   duration?: number;
+  /** `stats.bytes_written`, 0 when missing (as parseRevision reads it). */
+  bytesWritten: number;
   trust: Trust;
 }
 
@@ -186,8 +188,11 @@ export function quickRevision(text: string, id: string): QuickRevision | undefin
     stats.duration = m.get("duration");
     stats.bytesWritten = m.get("bytes_written");
   }
-  if (stats.bytesWritten !== undefined && plainNumber(stats.bytesWritten) === undefined) {
-    return undefined;
+  let bytesWritten = 0;
+  if (stats.bytesWritten !== undefined && stats.bytesWritten !== "null") {
+    const n = plainNumber(stats.bytesWritten);
+    if (n === undefined) return undefined;
+    bytesWritten = n;
   }
   let duration: number | undefined;
   // `duration:` with nothing after it may be a nested mapping: the full parser decides.
@@ -202,7 +207,13 @@ export function quickRevision(text: string, id: string): QuickRevision | undefin
   const trust = top.get("trust") ?? "trusted";
   if (trust !== "trusted" && trust !== "distrusted" && trust !== "verified") return undefined;
 
-  const rev: QuickRevision = { id, timestampUs, tags: [...new Set(tags)].sort(), trust };
+  const rev: QuickRevision = {
+    id,
+    timestampUs,
+    tags: [...new Set(tags)].sort(),
+    bytesWritten,
+    trust,
+  };
   if (duration !== undefined) rev.duration = duration;
   return rev;
 }

@@ -7,15 +7,25 @@ import { byHistory, revisionIdOf } from "../repo/jobdir.ts";
 export interface JobSummary {
   /** Unix seconds of the newest complete revision carrying each tag. */
   lastByTag: Map<string, number>;
-  newest?: { time: number; tags: string[]; duration?: number };
+  newest?: { time: number; tags: string[]; duration?: number; bytes: number };
   completeCount: number;
+  /** Complete revisions marked `trust: distrusted` (scrub or `distrust` found them doubtful). */
+  distrustedCount: number;
+  /** Sum of `bytes_written` over complete revisions: the estimate `backy status` prints. */
+  storedBytes: number;
   /** Set when the newest revision failed its verification (kept as evidence). */
   verificationFailed?: string;
   /** Directory mtime when read: a cheap "did anything change" test. */
   mtimeMs: number;
 }
 
-export const EMPTY_SUMMARY: JobSummary = { lastByTag: new Map(), completeCount: 0, mtimeMs: -1 };
+export const EMPTY_SUMMARY: JobSummary = {
+  lastByTag: new Map(),
+  completeCount: 0,
+  distrustedCount: 0,
+  storedBytes: 0,
+  mtimeMs: -1,
+};
 
 /** The fields of a `.rev` a summary uses. */
 interface RevFacts {
@@ -23,6 +33,7 @@ interface RevFacts {
   timestampUs: number;
   tags: string[];
   duration?: number;
+  bytesWritten: number;
   trust: Trust;
   error?: string;
 }
@@ -62,6 +73,7 @@ function revisionFacts(text: string, file: string, id: string): RevFacts | undef
       timestampUs: r.timestampUs,
       tags: r.tags,
       duration: r.stats.duration,
+      bytesWritten: r.stats.bytes_written,
       trust: r.trust,
       error: r.error,
     };
@@ -109,20 +121,30 @@ function readRevisionsSync(dir: string): RevFacts[] {
 function summarize(revisions: RevFacts[], mtimeMs: number): JobSummary {
   const lastByTag = new Map<string, number>();
   let newest: JobSummary["newest"];
-  let completeCount = 0;
+  let completeCount = 0, distrustedCount = 0, storedBytes = 0;
   for (const r of revisions) {
     if (typeof r.duration !== "number") continue;
     completeCount++;
+    if (r.trust === "distrusted") distrustedCount++;
+    storedBytes += r.bytesWritten;
     const t = r.timestampUs / 1e6;
     for (const tag of r.tags) lastByTag.set(tag, Math.max(lastByTag.get(tag) ?? -Infinity, t));
-    newest = { time: t, tags: r.tags, duration: r.duration };
+    newest = { time: t, tags: r.tags, duration: r.duration, bytes: r.bytesWritten };
   }
   const last = revisions.at(-1);
   const verificationFailed = last && typeof last.duration !== "number" &&
       last.trust === "distrusted"
     ? last.error ?? "verification failed"
     : undefined;
-  return { lastByTag, newest, completeCount, verificationFailed, mtimeMs };
+  return {
+    lastByTag,
+    newest,
+    completeCount,
+    distrustedCount,
+    storedBytes,
+    verificationFailed,
+    mtimeMs,
+  };
 }
 
 /** For the daemon: asynchronous I/O, a few directories at a time. */

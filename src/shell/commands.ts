@@ -1,38 +1,16 @@
 /**
  * Command interpreter of the scheduler's telnet shell (spec 6.1, design D13). Kept free of
  * sockets and of the daemon: it talks to the scheduler only through `SchedulerControl`, so
- * the exact output can be tested with a plain object.
+ * the exact output can be tested with a plain object. Nothing a client sends runs in more
+ * than linear time: `jobs` filters with a glob or substring, not 2.1's regular expression.
  */
 import { type Column, renderTable } from "../util/table.ts";
-import { formatDateTime, formatDuration } from "../util/format.ts";
+import { formatBytes, formatDateTime, formatDuration } from "../util/format.ts";
 import { errorMessage } from "../util/errors.ts";
-
-/** One configured job as the shell shows it (the status data of spec 2.7). */
-export interface JobView {
-  name: string;
-  sla: "OK" | "TOO OLD";
-  status: string;
-  lastTime?: Date;
-  /** Already sorted by the caller (by interval, spec 4.8). */
-  lastTags: string[];
-  /** Seconds. */
-  lastDuration?: number;
-  nextTime?: Date;
-  nextTags: string[];
-}
-
-/** What the daemon offers the shell. */
-export interface SchedulerControl {
-  /** All configured jobs. */
-  jobs(): JobView[];
-  /** Trigger an immediate run; false = unknown job. */
-  runJob(name: string): boolean;
-  /** Number of jobs triggered. */
-  runAll(): number;
-  /** Human result line, e.g. "reloaded: 2 jobs added" or an error text. */
-  reload(): Promise<string>;
-  workers(): { limit: number; busy: number };
-}
+import { nameFilter } from "../util/glob.ts";
+import type { JobStatus } from "../status/jobstatus.ts";
+import type { SchedulerControl } from "../status/control.ts";
+import { formatProgress, percent } from "../status/progress.ts";
 
 export interface ShellResult {
   /** Lines separated (and terminated) by "\n"; empty when nothing is to be printed. */
@@ -50,17 +28,23 @@ const JOB_COLUMNS = [
   { header: "Last Dur", align: "right" as const },
   { header: "Next Backup (UTC)" },
   { header: "Next Tags" },
+  { header: "Failures", align: "right" as const },
+  { header: "Last Error" },
 ];
+
+/** Errors are cut to this in the table; `show JOB` prints them whole. */
+const TABLE_ERROR_WIDTH = 60;
 
 const HELP = [
   "Commands:",
-  "  jobs [REGEX]  show jobs, only those whose name matches REGEX if given",
-  "  status        count jobs per status, show worker usage",
-  "  run JOB       start a backup of JOB now",
-  "  runall        start a backup of every job now",
-  "  reload        re-read the configuration",
-  "  help          show this list",
-  "  quit          close the connection",
+  "  jobs [PATTERN]  show jobs; PATTERN: a glob (*, ?, [a-z]) or a part of the name",
+  "  show JOB        everything known about one job",
+  "  status          count jobs per status, show worker usage",
+  "  run JOB         start a backup of JOB now",
+  "  runall          start a backup of every job now",
+  "  reload          re-read the configuration",
+  "  help            show this list",
+  "  quit            close the connection",
 ];
 
 function lines(...text: string[]): ShellResult {
@@ -76,49 +60,89 @@ function byString(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** V8 says "Invalid regular expression: /(/: Unterminated group"; keep only the reason. */
-function regexReason(e: unknown): string {
-  const msg = errorMessage(e);
-  const m = /^Invalid regular expression: \/.*\/[a-z]*: (.*)$/s.exec(msg);
-  return m ? m[1] : msg;
-}
-
 /** renderTable (linear in the rows), after giving the daemon's timers a turn. */
 export async function renderLongTable(columns: Column[], rows: string[][]): Promise<string> {
   await new Promise((resolve) => setTimeout(resolve, 0));
   return renderTable(columns, rows);
 }
 
+function date(seconds: number | undefined): string {
+  return seconds === undefined ? "-" : formatDateTime(new Date(Math.floor(seconds) * 1000));
+}
+
+/** The Status column: `running (copying 45.2%)` while progress is known. */
+function statusText(j: JobStatus): string {
+  if (j.status === "running" && j.progress) {
+    return `running (${j.progress.phase} ${percent(j.progress)}%)`;
+  }
+  return orDash(j.status);
+}
+
+function cut(text: string, width: number): string {
+  return text.length > width ? `${text.slice(0, width - 3)}...` : text;
+}
+
 async function jobsCommand(args: string[], control: SchedulerControl): Promise<ShellResult> {
-  if (args.length > 1) return lines("Usage: jobs [REGEX]");
-  let filter: RegExp | undefined;
+  if (args.length > 1) return lines("Usage: jobs [PATTERN]");
+  let filter: ((name: string) => boolean) | undefined;
   if (args.length === 1) {
     try {
-      filter = new RegExp(args[0]);
+      filter = nameFilter(args[0]);
     } catch (e) {
-      return lines(`invalid regular expression: ${regexReason(e)}`);
+      return lines(`invalid pattern: ${errorMessage(e)}`);
     }
   }
-  const jobs = control.jobs()
-    .filter((j) => !filter || filter.test(j.name))
-    .sort((a, b) => byString(a.name, b.name));
+  const all = await control.jobs();
+  const jobs = (filter ? all.filter((j) => filter(j.job)) : all)
+    .sort((a, b) => byString(a.job, b.job));
   const rows = jobs.map((j) => [
-    j.name,
+    j.job,
     j.sla,
-    orDash(j.status),
-    j.lastTime ? formatDateTime(j.lastTime) : "-",
+    statusText(j),
+    date(j.lastTime),
     orDash(j.lastTags.join(",")),
     j.lastDuration === undefined ? "-" : formatDuration(j.lastDuration),
-    j.nextTime ? formatDateTime(j.nextTime) : "-",
+    j.nextTime === undefined ? "-" : date(j.nextTime),
     orDash(j.nextTags.join(",")),
+    String(j.failures),
+    j.failures > 0 && j.lastError ? cut(j.lastError, TABLE_ERROR_WIDTH) : "-",
   ]);
   return lines(await renderLongTable(JOB_COLUMNS, rows), `${jobs.length} jobs shown`);
 }
 
-function statusCommand(args: string[], control: SchedulerControl): ShellResult {
+/** `show JOB`: every field, errors whole, one `key: value` line each. */
+async function showCommand(args: string[], control: SchedulerControl): Promise<ShellResult> {
+  if (args.length !== 1) return lines("Usage: show JOB");
+  const j = (await control.jobs()).find((j) => j.job === args[0]);
+  if (!j) return lines(`no such job: ${args[0]}`);
+  const rows: [string, string][] = [
+    ["Job", j.job],
+    ["Status", orDash(j.status)],
+    ["SLA", j.slaOverdue > 0 ? `${j.sla} (newest backup ${j.slaOverdue} s old)` : j.sla],
+    ["Progress", j.progress ? formatProgress(j.progress) : "-"],
+    ["Running since", date(j.runningSince)],
+    ["Failures in a row", String(j.failures)],
+    ["Last error", j.failures > 0 ? j.lastError ?? "-" : "-"],
+    ["Last failure", j.failures > 0 ? date(j.lastFailure) : "-"],
+    ["Last backup", date(j.lastTime)],
+    ["Last tags", orDash(j.lastTags.join(","))],
+    ["Last duration", j.lastDuration === undefined ? "-" : formatDuration(j.lastDuration)],
+    ["Last size", j.lastBytes === undefined ? "-" : formatBytes(j.lastBytes)],
+    ["Last success", date(j.lastSuccess)],
+    ["Next backup", date(j.nextTime)],
+    ["Next tags", orDash(j.nextTags.join(","))],
+    ["Revisions", `${j.revisions} (${j.distrusted} distrusted)`],
+    ["Data", `${formatBytes(j.storedBytes)} (estimated)`],
+    ["Problem", j.problem ?? "-"],
+  ];
+  return lines(...rows.map(([k, v]) => `${`${k}:`.padEnd(19)}${v}`));
+}
+
+async function statusCommand(args: string[], control: SchedulerControl): Promise<ShellResult> {
   if (args.length > 0) return lines("Usage: status");
+  const jobs = await control.jobs();
   const counts = new Map<string, number>();
-  for (const job of control.jobs()) {
+  for (const job of jobs) {
     const status = orDash(job.status);
     counts.set(status, (counts.get(status) ?? 0) + 1);
   }
@@ -143,7 +167,9 @@ export async function execute(line: string, control: SchedulerControl): Promise<
       case "jobs":
         return await jobsCommand(args, control);
       case "status":
-        return statusCommand(args, control);
+        return await statusCommand(args, control);
+      case "show":
+        return await showCommand(args, control);
       case "run":
         if (args.length !== 1) return lines("Usage: run JOB");
         return lines(control.runJob(args[0]) ? `triggered ${args[0]}` : `no such job: ${args[0]}`);

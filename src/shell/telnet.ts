@@ -4,7 +4,9 @@
  * address explicitly.
  */
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { execute, type SchedulerControl } from "./commands.ts";
+import { execute } from "./commands.ts";
+import type { SchedulerControl } from "../status/control.ts";
+import { parseAddress } from "../config/address.ts";
 
 export const MAX_LINE = 4096;
 const PROMPT = "backy> ";
@@ -144,27 +146,12 @@ export class TelnetDecoder {
   }
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
 /** Canonical IP literal and whether it is loopback; BackyError for anything else. */
 export function parseShellAddress(addr: string): { hostname: string; loopback: boolean } {
-  // A hostname could resolve to anything (and differently later), so only literals.
-  if (addr === "localhost") return { hostname: "127.0.0.1", loopback: true };
-  if (IPV4.test(addr)) return { hostname: addr, loopback: addr.startsWith("127.") };
+  const parsed = parseAddress(addr);
+  if (parsed) return parsed;
   const bare = addr.startsWith("[") && addr.endsWith("]") ? addr.slice(1, -1) : addr;
-  if (bare.includes(":")) {
-    let hostname: string;
-    try {
-      hostname = new URL(`http://[${bare}]/`).hostname.slice(1, -1); // URL validates IPv6
-    } catch {
-      throw new BackyError(`telnet shell: not an IP address: ${addr}`);
-    }
-    const mapped = /^::ffff:(\d+)\.\d+\.\d+\.\d+$/.exec(hostname) ??
-      /^::ffff:([0-9a-f]{1,4}):[0-9a-f]{1,4}$/.exec(hostname);
-    const loopback = hostname === "::1" ||
-      (mapped !== null && (mapped[1] === "127" || /^7f[0-9a-f]{2}$/.test(mapped[1])));
-    return { hostname, loopback };
-  }
+  if (bare.includes(":")) throw new BackyError(`telnet shell: not an IP address: ${addr}`);
   throw new BackyError(`telnet shell: not an IP address: ${addr} (host names are not accepted)`);
 }
 

@@ -254,12 +254,12 @@ Deno.test("typos get a suggestion, global options after the command a corrected 
 Deno.test("check's usage errors are Nagios UNKNOWN (3) on stdout", async () => {
   for (
     const [args, stdout] of [
-      [["check", "--bogus"], "UNKNOWN: error: unknown option '--bogus'\n"],
+      [["check", "--bogus"], "UNKNOWN: unknown option '--bogus'\n"],
       [
         ["check", "extra"],
-        "UNKNOWN: error: too many arguments for 'check'. Expected 0 arguments but got 1: extra.\n",
+        "UNKNOWN: too many arguments for 'check'. Expected 0 arguments but got 1: extra.\n",
       ],
-      [["check", "-c"], "UNKNOWN: error: option '-c, --config <file>' argument missing\n"],
+      [["check", "-c"], "UNKNOWN: option '-c, --config <file>' argument missing\n"],
     ] as const
   ) {
     const r = await backy([...args]);

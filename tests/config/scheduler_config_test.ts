@@ -94,6 +94,9 @@ Deno.test("full config parses into the typed result", () => {
     telnetAddrs: ["::1", "127.0.0.1"],
     telnetPort: 6023,
     completedCallback: "/usr/local/bin/backup-done",
+    callbackTimeout: 60,
+    backupTimeout: 86400,
+    criticalFailures: 3,
     schedules: {
       default: DAILY_WEEKLY,
       hourly: { hourly: { interval: 3600, keep: 24 } },
@@ -461,7 +464,9 @@ Deno.test("unknown keys are rejected everywhere", () => {
   assert.equal(
     errorOf(y("global:", "  worker-limit: 2", "  base_dir: /srv", "schedules:", "jobs:")),
     "backy.conf:3: global.base_dir: unknown key (expected base-dir, worker-limit, status-file, " +
-      "status-interval, telnet-addrs, telnet-port or backup-completed-callback)",
+      "status-interval, telnet-addrs, telnet-port, backup-completed-callback, " +
+      "backup-failed-callback, callback-timeout, backup-timeout, critical-failures, " +
+      "monitoring-group, http-addrs, http-port, http-tokens, http-tls-cert or http-tls-key)",
   );
   assert.equal(
     errorOf(y("schedules:", "  default:", "    daily: {interval: 1d, keep: 9, max: 3}", "jobs:")),
@@ -911,4 +916,115 @@ Deno.test("the first problem in checking order wins (global, schedules, jobs)", 
     errorOf(y("jobs:", "  ../x: {}", "schedules:", "  s: {}", "global:", "  telnet-port: 0")),
     "backy.conf:6: global.telnet-port: expected an integer from 1 to 65535, got integer 0",
   );
+});
+
+/** The global section with these lines, and empty schedules and jobs. */
+function globals(...lines: string[]): string {
+  return y("global:", ...lines.map((l) => `  ${l}`), "schedules:", "jobs:");
+}
+
+Deno.test("monitoring keys: callbacks, timeouts, critical-failures, monitoring-group", () => {
+  const c = parseSchedulerConfig(
+    globals(
+      "backup-completed-callback: hooks/done.sh",
+      "backup-failed-callback: page-oncall",
+      "callback-timeout: 2m",
+      "backup-timeout: 12h",
+      "critical-failures: 5",
+      "monitoring-group: nagios",
+    ),
+    "/etc/backy/backy.conf",
+  );
+  assert.equal(c.completedCallback, "/etc/backy/hooks/done.sh"); // relative to the config
+  assert.equal(c.failedCallback, "page-oncall"); // a bare name is looked up in PATH
+  assert.equal(c.callbackTimeout, 120);
+  assert.equal(c.backupTimeout, 43200);
+  assert.equal(c.criticalFailures, 5);
+  assert.equal(c.monitoringGroup, "nagios");
+  assert.equal(c.http, undefined); // off unless configured
+  assert.equal(parseSchedulerConfig(globals("monitoring-group: 998"), "c").monitoringGroup, "998");
+  assert.equal(
+    errorOf(globals("critical-failures: 0")),
+    "backy.conf:2: global.critical-failures: expected a positive integer, got integer 0",
+  );
+  assert.equal(
+    errorOf(globals("backup-timeout: soon")),
+    'backy.conf:2: global.backup-timeout: invalid duration "soon" (expected a positive integer with optional unit w, d, h, m or s)',
+  );
+  assert.equal(
+    errorOf(globals("monitoring-group: a:b")),
+    'backy.conf:2: global.monitoring-group: invalid group name "a:b"',
+  );
+});
+
+Deno.test("http: off without http-port, loopback by default, tokens by client name", () => {
+  assert.equal(
+    errorOf(globals("http-addrs: 127.0.0.1")),
+    "backy.conf:2: global.http-addrs: needs http-port (the HTTP endpoint is off without it)",
+  );
+  const c = parseSchedulerConfig(
+    globals("http-port: 6080", "http-tokens:", "  nagios: abcdefghijklmnop0123"),
+    "/etc/backy.conf",
+  );
+  assert.deepEqual(plain(c.http), {
+    port: 6080,
+    addrs: ["::1", "127.0.0.1"],
+    tokens: { nagios: "abcdefghijklmnop0123" },
+  });
+  const tls = parseSchedulerConfig(
+    globals(
+      "http-port: 6080",
+      "http-addrs: 192.0.2.10",
+      "http-tokens: {prometheus: abcdefghijklmnop0123}",
+      "http-tls-cert: tls/cert.pem",
+      "http-tls-key: /etc/backy/tls/key.pem",
+    ),
+    "/etc/backy/backy.conf",
+  );
+  assert.equal(tls.http?.tlsCert, "/etc/backy/tls/cert.pem");
+  assert.equal(tls.http?.tlsKey, "/etc/backy/tls/key.pem");
+});
+
+Deno.test("http: non-loopback needs TLS and tokens; token errors never show the token", () => {
+  const token = "http-tokens: {nagios: abcdefghijklmnop0123}";
+  assert.equal(
+    errorOf(globals("http-port: 6080", "http-addrs: 0.0.0.0", token)),
+    "backy.conf:3: global.http-addrs: non-loopback address 0.0.0.0 needs http-tokens and http-tls-cert/http-tls-key",
+  );
+  assert.equal(
+    errorOf(globals(
+      "http-port: 6080",
+      'http-addrs: "::"',
+      "http-tls-cert: c.pem",
+      "http-tls-key: k.pem",
+    )),
+    "backy.conf:3: global.http-addrs: non-loopback address :: needs http-tokens and http-tls-cert/http-tls-key",
+  );
+  assert.equal(
+    errorOf(globals("http-port: 6080", "http-addrs: backup.example.com")),
+    'backy.conf:3: global.http-addrs: not an IP address: "backup.example.com" (host names are not accepted)',
+  );
+  assert.equal(
+    errorOf(globals("http-port: 6080", "http-tls-cert: c.pem")),
+    "backy.conf:3: global.http-tls-cert: http-tls-cert and http-tls-key go together",
+  );
+  // Tokens: all digits (YAML reads a number), too short, reused. The message names the
+  // client, never the token.
+  for (
+    const [value, problem] of [
+      ["12345678901234567890", "the token must be a string (quote it)"],
+      ["short-secret", "the token must be at least 16 characters without whitespace"],
+    ]
+  ) {
+    const msg = errorOf(globals("http-port: 6080", "http-tokens:", `  nagios: ${value}`));
+    assert.equal(msg, `backy.conf:4: global.http-tokens.nagios: ${problem}`);
+    assert.ok(!msg.includes(value));
+  }
+  const reused = errorOf(globals(
+    "http-port: 6080",
+    "http-tokens:",
+    "  a: abcdefghijklmnop0123",
+    "  b: abcdefghijklmnop0123",
+  ));
+  assert.equal(reused, 'backy.conf:5: global.http-tokens.b: same token as client "a"');
 });

@@ -116,7 +116,7 @@ Deno.test({
         const r = await sh("logrotate", ["-f", "-s", join(dir, "state"), conf]);
         assertEquals(r.code, 0, r.err);
         assert(await fileExists(`${log}.1`), "rotated");
-        assertEquals((await Deno.stat(log)).mode! & 0o777, 0o640, "new log created 0640");
+        assertEquals((await Deno.stat(log)).mode! & 0o777, 0o600, "new log owner-only");
         restore.kill("SIGTERM");
         assertEquals((await restore.status).code, 143);
         const old = await Deno.readTextFile(`${log}.1`);

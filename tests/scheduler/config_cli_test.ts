@@ -17,7 +17,9 @@ const CASES: [string, (base: string) => string, string][] = [
     "unknown key",
     (b) => `${GOOD_TOP(b)}  bogus: 1\n${SCHEDULES}${JOB}`,
     "4: global.bogus: unknown key (expected base-dir, worker-limit, status-file, " +
-    "status-interval, telnet-addrs, telnet-port or backup-completed-callback)",
+    "status-interval, telnet-addrs, telnet-port, backup-completed-callback, " +
+    "backup-failed-callback, callback-timeout, backup-timeout, critical-failures, " +
+    "monitoring-group, http-addrs, http-port, http-tokens, http-tls-cert or http-tls-key)",
   ],
   [
     "wrong type",

@@ -1,7 +1,7 @@
 /**
  * Black-box harness for the scheduler daemon: start the real `backy scheduler` as a child,
- * poll with deadlines, look at its process tree in /proc, talk to its telnet shell with the
- * real `nc`, and read job directories the way an operator would.
+ * poll with deadlines, look at its process tree in /proc, talk to its telnet shell over TCP,
+ * and read job directories the way an operator would.
  */
 import { join } from "node:path";
 import YAML from "yaml";
@@ -125,7 +125,7 @@ export class Daemon {
   private constructor(
     private readonly child: Deno.ChildProcess,
     readonly config: string,
-    readonly logFile: string,
+    readonly logFile: string | null,
   ) {
     this.pid = child.pid;
     const text = async (s: ReadableStream<Uint8Array>) => await new Response(s).text();
@@ -137,8 +137,15 @@ export class Daemon {
     });
   }
 
-  /** `deno run --allow-all mod.ts -l LOG scheduler -c CONFIG`. */
-  static start(config: string, logFile: string, opts: { verbose?: boolean } = {}): Daemon {
+  /**
+   * `deno run --allow-all mod.ts -l LOG scheduler -c CONFIG [ARGS]`; with `logFile` null,
+   * no `-l` (log lines go to stdout).
+   */
+  static start(
+    config: string,
+    logFile: string | null,
+    opts: { verbose?: boolean; args?: string[] } = {},
+  ): Daemon {
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -146,11 +153,11 @@ export class Daemon {
         "--quiet",
         MOD,
         ...(opts.verbose ? ["-v"] : []),
-        "-l",
-        logFile,
+        ...(logFile === null ? [] : ["-l", logFile]),
         "scheduler",
         "-c",
         config,
+        ...(opts.args ?? []),
       ],
       stdin: "null",
       stdout: "piped",
@@ -160,6 +167,7 @@ export class Daemon {
   }
 
   async log(): Promise<string> {
+    if (this.logFile === null) return "";
     try {
       return await Deno.readTextFile(this.logFile);
     } catch {
@@ -205,27 +213,35 @@ export class Daemon {
 }
 
 // ---------------------------------------------------------------------------------------
-// Telnet shell through the real netcat (netcat-openbsd).
+// The telnet shell over a plain TCP connection: the daemon tests must also run where no nc or
+// telnet is installed (issue 12); tests/shell/programs_test.ts drives the real programs.
 
 /** Sends `lines` (a `quit` is appended) and returns what the shell answered, LF line ends. */
-export async function nc(port: number, lines: string[], host = "127.0.0.1"): Promise<string> {
-  const child = new Deno.Command("nc", {
-    args: ["-w", "5", host, String(port)],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = child.stdin.getWriter();
-  await w.write(new TextEncoder().encode([...lines, "quit"].map((l) => `${l}\n`).join("")));
-  await w.close();
-  const out = await child.output();
-  const text = new TextDecoder().decode(out.stdout).replaceAll("\r\n", "\n");
-  if (!text.includes("Goodbye.")) {
-    throw new Error(
-      `nc: no Goodbye (exit ${out.code}): ${new TextDecoder().decode(out.stderr)}\n${text}`,
-    );
+export async function shell(port: number, lines: string[], host = "127.0.0.1"): Promise<string> {
+  const conn = await Deno.connect({ hostname: host, port });
+  const timer = setTimeout(() => conn.close(), 10_000);
+  try {
+    const data = new TextEncoder().encode([...lines, "quit"].map((l) => `${l}\r\n`).join(""));
+    for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
+    let text = "";
+    const dec = new TextDecoder();
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      text += dec.decode(buf.subarray(0, n), { stream: true });
+    }
+    text = text.replaceAll("\r\n", "\n");
+    if (!text.includes("Goodbye.")) throw new Error(`shell: no Goodbye:\n${text}`);
+    return text;
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // closed by the timer or the server
+    }
   }
-  return text;
 }
 
 // ---------------------------------------------------------------------------------------

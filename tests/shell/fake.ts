@@ -1,21 +1,22 @@
 /** A stand-in for the daemon: records what the shell asked it to do. */
-import type { JobView, SchedulerControl } from "../../src/shell/commands.ts";
+import type { SchedulerControl } from "../../src/status/control.ts";
+import type { JobStatus } from "../../src/status/jobstatus.ts";
 
 export class FakeControl implements SchedulerControl {
   triggered: string[] = [];
   reloads = 0;
-  constructor(public jobList: JobView[], public reloadResult = "reloaded: 2 jobs added") {}
+  constructor(public jobList: JobStatus[], public reloadResult = "reloaded: 2 jobs added") {}
 
-  jobs(): JobView[] {
-    return this.jobList.map((j) => ({ ...j }));
+  jobs(): Promise<JobStatus[]> {
+    return Promise.resolve(this.jobList.map((j) => ({ ...j })));
   }
   runJob(name: string): boolean {
-    if (!this.jobList.some((j) => j.name === name)) return false;
+    if (!this.jobList.some((j) => j.job === name)) return false;
     this.triggered.push(name);
     return true;
   }
   runAll(): number {
-    for (const j of this.jobList) this.triggered.push(j.name);
+    for (const j of this.jobList) this.triggered.push(j.job);
     return this.jobList.length;
   }
   reload(): Promise<string> {
@@ -27,48 +28,80 @@ export class FakeControl implements SchedulerControl {
   }
 }
 
-/** Deliberately unsorted, with missing values. */
-export function sampleJobs(): JobView[] {
+const t = (iso: string) => Date.parse(iso) / 1000;
+
+/** A job status with the counters at their idle values. */
+export function job(fields: Partial<JobStatus> & Pick<JobStatus, "job">): JobStatus {
+  return {
+    sla: "OK",
+    slaOverdue: 0,
+    status: "waiting",
+    lastTags: [],
+    nextTags: [],
+    failures: 0,
+    revisions: 0,
+    distrusted: 0,
+    storedBytes: 0,
+    since: t("2024-01-01T00:00:00Z"),
+    ...fields,
+  };
+}
+
+/** Deliberately unsorted, with missing values, one failing and one running job. */
+export function sampleJobs(): JobStatus[] {
   return [
-    {
-      name: "web01",
-      sla: "OK",
-      status: "waiting",
-      lastTime: new Date("2024-03-01T10:00:00Z"),
+    job({
+      job: "web01",
+      lastTime: t("2024-03-01T10:00:00Z"),
       lastTags: ["daily", "weekly"],
       lastDuration: 12.34,
-      nextTime: new Date("2024-03-02T10:00:05Z"),
+      lastBytes: 1048576,
+      lastSuccess: t("2024-03-01T10:00:12Z"),
+      nextTime: t("2024-03-02T10:00:05Z"),
       nextTags: ["daily"],
-    },
-    {
-      name: "db-main",
+      revisions: 3,
+      storedBytes: 3 * 1048576,
+    }),
+    job({
+      job: "db-main",
       sla: "TOO OLD",
-      status: "",
-      lastTags: [],
-      nextTime: new Date("2024-03-01T11:30:00Z"),
+      slaOverdue: 200000,
+      status: "failing",
+      failures: 2,
+      lastError: "source file /srv/db.img is gone: No such file or directory (os error 2)",
+      lastFailure: t("2024-03-01T11:00:00Z"),
+      nextTime: t("2024-03-01T11:30:00Z"),
       nextTags: ["hourly"],
-    },
-    {
-      name: "app",
-      sla: "OK",
-      status: "waiting",
-      lastTime: new Date("2024-02-29T23:59:59Z"),
+    }),
+    job({
+      job: "app",
+      status: "running",
+      lastTime: t("2024-02-29T23:59:59Z"),
       lastTags: ["hourly"],
       lastDuration: 845,
-      nextTags: [],
-    },
+      runningSince: t("2024-03-01T11:59:00Z"),
+      progress: {
+        pid: 1,
+        command: "backup",
+        phase: "copying",
+        done: 1073741824,
+        total: 4294967296,
+        rate: 52428800,
+        eta: 61.4,
+        updated: t("2024-03-01T12:00:00Z"),
+      },
+    }),
   ];
 }
 
-export function manyJobs(n: number): JobView[] {
-  return Array.from({ length: n }, (_, i) => ({
-    name: `vm${String(i).padStart(5, "0")}`,
-    sla: "OK" as const,
-    status: "waiting",
-    lastTime: new Date(Date.UTC(2024, 0, 1, 0, 0, i % 60)),
-    lastTags: ["daily"],
-    lastDuration: i / 10,
-    nextTime: new Date(Date.UTC(2024, 0, 2)),
-    nextTags: ["daily", "weekly"],
-  }));
+export function manyJobs(n: number): JobStatus[] {
+  return Array.from({ length: n }, (_, i) =>
+    job({
+      job: `vm${String(i).padStart(5, "0")}`,
+      lastTime: Date.UTC(2024, 0, 1, 0, 0, i % 60) / 1000,
+      lastTags: ["daily"],
+      lastDuration: i / 10,
+      nextTime: Date.UTC(2024, 0, 2) / 1000,
+      nextTags: ["daily", "weekly"],
+    }));
 }

@@ -31,7 +31,7 @@ async function sh(script: string, timeoutMs = 15_000): Promise<{ code: number; s
 }
 
 const TABLE_HEADER =
-  "| Job     | SLA     | Status  | Last Backup (UTC)   | Last Tags    | Last Dur | Next Backup (UTC)   | Next Tags |";
+  "| Job     | SLA     | Status                | Last Backup (UTC)   | Last Tags    | Last Dur | Next Backup (UTC)   | Next Tags | Failures | Last Error                                                   |";
 
 async function withShell(body: (port: number, control: FakeControl) => Promise<void>) {
   const control = new FakeControl(sampleJobs());

@@ -34,7 +34,7 @@ if (x) await import("../backup/worker.ts");
 
 Deno.test("rankOf: folders under src/ and mod.ts; unknown folders have none", () => {
   assertEquals(rankOf("src/util/fs.ts"), 0);
-  assertEquals(rankOf("src/cli/main.ts"), 6);
+  assertEquals(rankOf("src/cli/main.ts"), 7);
   assertEquals(rankOf("mod.ts"), 100);
   assertEquals(rankOf("src/plugins/x.ts"), undefined);
 });

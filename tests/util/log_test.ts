@@ -40,3 +40,42 @@ Deno.test("file log lines: date, pid, level, message, key=value", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("JSON lines: time, level, pid, logger, message, fields; text lines on the console", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "backy-log-" });
+  try {
+    const path = join(dir, "backy.log");
+    setupLogging({ verbose: false, logfile: path, console: "stderr", format: "json" });
+    logger("scheduler").error("vm1: exit status 1: source gone", {
+      job: "vm1",
+      failures: 2,
+      message: "clash",
+      when: new Date(0),
+    });
+    stopLogging();
+    const line = JSON.parse((await Deno.readTextFile(path)).trim());
+    assertMatch(line.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    delete line.time;
+    assertEquals(line, {
+      level: "ERROR",
+      pid: Deno.pid,
+      logger: "scheduler",
+      message: "vm1: exit status 1: source gone",
+      job: "vm1",
+      failures: 2,
+      _message: "clash",
+      when: "1970-01-01T00:00:00.000Z",
+    });
+    // New log files are the owner's only; a looser existing one is tightened.
+    assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
+    const loose = join(dir, "loose.log");
+    await Deno.writeTextFile(loose, "old\n", { mode: 0o644 });
+    await Deno.chmod(loose, 0o644);
+    const f = new ReopeningFile(loose, 0o640);
+    f.write("new\n");
+    f.close();
+    assertEquals((await Deno.stat(loose)).mode! & 0o777, 0o640);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
