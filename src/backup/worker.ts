@@ -55,7 +55,7 @@ function target(path: string): PositionalWriter {
 }
 
 /** The block's content: read from the source file, or the bytes sent with gaps filled. */
-function content(m: StoreRequest, store: BlockStore): Uint8Array {
+async function content(m: StoreRequest, store: BlockStore): Promise<Uint8Array> {
   const c = m.content;
   if (c.from === "file") return preadFull(readFd(c.path), buf, m.length, m.offset);
   if (c.from === "zero") return zeros.subarray(0, m.length);
@@ -68,7 +68,7 @@ function content(m: StoreRequest, store: BlockStore): Uint8Array {
     // The buffer holds only what the stream covered; the rest is the parent's or zeros.
     for (const [at, len] of c.uncovered) data.fill(0, at, at + len);
     if (c.base === "parent" && m.parentDigest) {
-      const old = store.parentBytes(m.offset, m.length, m.parentDigest, m.parentLength);
+      const old = await store.parentBytes(m.offset, m.length, m.parentDigest, m.parentLength);
       for (const [at, len] of c.uncovered) {
         const end = Math.min(at + len, old.length);
         if (end > at) data.set(old.subarray(at, end), at);
@@ -79,9 +79,9 @@ function content(m: StoreRequest, store: BlockStore): Uint8Array {
 }
 
 /** Stores one block whose content is known: hole, unchanged, or written (design D4). */
-function storeBlock(m: StoreRequest): StoreResult {
+async function storeBlock(m: StoreRequest): Promise<StoreResult> {
   const store = blocks(m.store);
-  const data = content(m, store);
+  const data = await content(m, store);
   let parent = m.parentDigest;
   if (parent === undefined && m.parentImage) {
     const old = preadFull(readFd(m.parentImage), buf2, m.length, m.offset);
@@ -89,29 +89,29 @@ function storeBlock(m: StoreRequest): StoreResult {
   }
   const buffer = m.content.from === "data" ? m.content.data : undefined;
   if (isZero(data)) {
-    store.zero(m.offset, m.length, parent !== null);
+    await store.zero(m.offset, m.length, parent !== null);
     return { kind: "zero", digest: null, stored: 0, buffer };
   }
   const digest = sha256(data);
-  if (parent && sameDigest(parent, digest) && store.hasParentBlock(m.offset, digest)) {
+  if (parent && sameDigest(parent, digest) && await store.hasParentBlock(m.offset, digest)) {
     return { kind: "same", digest, stored: 0, buffer };
   }
-  const stored = store.write(m.offset, data, digest);
+  const stored = await store.write(m.offset, data, digest);
   return { kind: stored ? "written" : "dedup", digest, stored, buffer };
 }
 
-function check(m: CheckRequest): CheckResult {
+function check(m: CheckRequest): Promise<CheckResult> | CheckResult {
   return blocks(m.store).check(m.offset, m.length, m.digest);
 }
 
-function read(m: ReadRequest): ReadResult {
+async function read(m: ReadRequest): Promise<ReadResult> {
   let data: Uint8Array;
   let zero: boolean;
   if (m.digest === null) {
     data = zeros.subarray(0, m.length);
     zero = true;
   } else {
-    data = blocks(m.store).get(m.offset, m.length, m.digest, m.into);
+    data = await blocks(m.store).get(m.offset, m.length, m.digest, m.into);
     zero = m.digest === undefined ? isZero(data) : false;
   }
   if (m.out) {
@@ -127,9 +127,9 @@ function read(m: ReadRequest): ReadResult {
   return { data: data.slice(), zero };
 }
 
-function close(): null {
+async function close(): Promise<null> {
   for (const f of readFds.values()) fs.closeSync(f);
-  for (const s of stores.values()) s.close();
+  for (const s of stores.values()) await s.close();
   for (const t of targets.values()) t.close();
   readFds.clear();
   stores.clear();
@@ -137,7 +137,7 @@ function close(): null {
   return null;
 }
 
-const handlers: { [K in Op]: (req: Ops[K][0]) => Ops[K][1] } = {
+const handlers: { [K in Op]: (req: Ops[K][0]) => Ops[K][1] | Promise<Ops[K][1]> } = {
   store: storeBlock,
   check,
   read,
@@ -156,13 +156,22 @@ function transferables(result: unknown): Transferable[] {
 /** Tells the pool this Worker serves requests (a Worker that never does is an error there). */
 self.postMessage({ ready: true });
 
+/**
+ * One request at a time, in arrival order: the block buffers above are shared, and a store
+ * that answers with promises (remote) would otherwise interleave requests on them.
+ */
+let queue: Promise<void> = Promise.resolve();
+
 self.onmessage = (ev: MessageEvent<WorkerMessage>) => {
-  const { id, op, req } = ev.data;
+  queue = queue.then(() => serve(ev.data));
+};
+
+async function serve({ id, op, req }: WorkerMessage): Promise<void> {
   let reply: WorkerReply;
   try {
     const handler = handlers[op] as ((r: unknown) => unknown) | undefined;
     if (!handler) throw new Error(`unknown data-path request '${op}'`);
-    const result = handler(req);
+    const result = await handler(req);
     self.postMessage({ id, result } satisfies WorkerReply, { transfer: transferables(result) });
     return;
   } catch (e) {
@@ -170,4 +179,4 @@ self.onmessage = (ev: MessageEvent<WorkerMessage>) => {
     reply = { id, error: err.message ?? String(e), code: err.code, name: err.name };
   }
   self.postMessage(reply);
-};
+}

@@ -22,7 +22,13 @@ export class DamagedBlockError extends BackyError {
   }
 }
 
-/** One revision's blocks in a store, as a Worker sees them. */
+/** A value, or a promise of it: local stores answer at once, remote ones (S3) later. */
+export type Maybe<T> = T | Promise<T>;
+
+/**
+ * One revision's blocks in a store, as a Worker sees them. Local stores answer
+ * synchronously (node:fs calls inside the Worker); a remote store may answer with promises.
+ */
 export interface BlockStore {
   /**
    * Block content at `offset`, proven to match `digest` (throws DamagedBlockError), or
@@ -35,21 +41,26 @@ export interface BlockStore {
     length: number,
     digest: Uint8Array | undefined,
     into?: Uint8Array,
-  ): Uint8Array;
+  ): Maybe<Uint8Array>;
   /** Whether the block the index gives as `digest` is stored (zero: `digest` null). */
   check(
     offset: number,
     length: number,
     digest: Uint8Array | null,
-  ): { ok: boolean; reason?: string };
+  ): Maybe<{ ok: boolean; reason?: string }>;
   /** Whether a block equal to the parent's `digest` is present for a new revision as is. */
-  hasParentBlock(offset: number, digest: Uint8Array): boolean;
+  hasParentBlock(offset: number, digest: Uint8Array): Maybe<boolean>;
   /** The parent's bytes of this block (to fill what a diff left out), checked. */
-  parentBytes(offset: number, length: number, digest: Uint8Array, parentLength: number): Uint8Array;
+  parentBytes(
+    offset: number,
+    length: number,
+    digest: Uint8Array,
+    parentLength: number,
+  ): Maybe<Uint8Array>;
   /** Stores a non-zero block; returns the bytes that landed (0: already present). */
-  write(offset: number, data: Uint8Array, digest: Uint8Array): number;
+  write(offset: number, data: Uint8Array, digest: Uint8Array): Maybe<number>;
   /** Records an all-zero block; `parentHadData`: the new revision inherited data there. */
-  zero(offset: number, length: number, parentHadData: boolean): void;
+  zero(offset: number, length: number, parentHadData: boolean): Maybe<void>;
   /** Closes cached descriptors (before the coordinator fsyncs and renames). */
-  close(): void;
+  close(): Maybe<void>;
 }
