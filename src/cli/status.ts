@@ -24,18 +24,6 @@ export function statusTable(revisions: Revision[]): string {
   } data (estimated)\n`;
 }
 
-/** A timestamp from a `.rev` extra key (e.g. scrub's `verified_at`) as ISO 8601, else null. */
-function isoOrNull(v: unknown): string | null {
-  if (v instanceof Date) return v.toISOString();
-  if (typeof v !== "string") return null;
-  const m = /^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d(?:\.\d+)?)\s*(Z|[+-]\d\d:?\d\d)?$/.exec(
-    v.trim(),
-  );
-  if (!m) return null;
-  const t = Date.parse(`${m[1]}T${m[2]}${m[3] ?? "Z"}`);
-  return Number.isNaN(t) ? null : new Date(t).toISOString();
-}
-
 /**
  * `status --json`: revisions oldest first with an explicit `state` (complete or incomplete),
  * trust, verification time (when a scrub recorded one) and the failure reason if any.
@@ -48,7 +36,10 @@ export function statusJson(revisions: Revision[]): string {
       state: isComplete(r) ? "complete" : "incomplete",
       tags: r.tags,
       trust: r.trust,
-      verified_at: isoOrNull(r.extra.verified_at),
+      verified_at: r.verifiedAtUs === undefined
+        ? null
+        : new Date(r.verifiedAtUs / 1000).toISOString(),
+      damage: r.damage ?? [],
       duration: r.stats.duration ?? null,
       bytes_written: r.stats.bytes_written ?? 0,
       parent: r.parent,

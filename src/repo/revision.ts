@@ -1,7 +1,12 @@
 /**
  * Revision metadata `<id>.rev` (spec 2.3): YAML with uuid, timestamp (backup start, UTC),
- * parent, stats (bytes_written; duration only once complete), tags; plus backend and trust.
+ * parent, stats (bytes_written; duration only once complete), tags; plus backend, trust and
+ * the last verification. This version starts the file with `checksum: sha256:<hex>` over
+ * everything after that line, so a flipped bit or a truncated file makes the revision
+ * unusable (reported, never acted on) instead of, say, incomplete; files without it (backy 2.x
+ * and 3.0) load as before.
  */
+import { createHash } from "node:crypto";
 import YAML from "yaml";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { isSafeId } from "./id.ts";
@@ -26,6 +31,12 @@ export interface Revision {
   trust: Trust;
   /** Why the revision failed, when it did (kept as evidence until the next backup). */
   error?: string;
+  /** When a scrub (`backy verify`) last read all of it, in microseconds; undefined: never. */
+  verifiedAtUs?: number;
+  /** What a scrub found damaged (a few lines, naming blocks and files). */
+  damage?: string[];
+  /** Its file carried a valid checksum (written by this version), not a 2.x file. */
+  checksummed?: boolean;
   /** Unknown keys from other versions, written back unchanged. */
   extra: Record<string, unknown>;
 }
@@ -97,13 +108,58 @@ const KNOWN = new Set([
   "backend_type",
   "trust",
   "error",
+  "verified_at",
+  "damage",
+  "checksum",
 ]);
+
+const CHECKSUM_PREFIX = "checksum: sha256:";
+const CHECKSUM_LINE = /^checksum: sha256:([0-9a-f]{64})\n/;
+
+/**
+ * Whether the text starts like a checksum line, allowing for two damaged bytes: a flip in
+ * the key must not turn a file of this version into one that looks like 2.x.
+ */
+function claimsChecksum(text: string): boolean {
+  let differ = 0;
+  for (let i = 0; i < CHECKSUM_PREFIX.length; i++) {
+    if (text[i] !== CHECKSUM_PREFIX[i]) differ++;
+  }
+  return differ <= 2;
+}
+
+function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/**
+ * Splits a `.rev` text into what the checksum covers and the checksum's verdict: `none` for
+ * files without one (2.x), `bad` when it does not match or a `checksum:` key sits elsewhere.
+ */
+export function splitChecksum(text: string): { body: string; verdict: "ok" | "bad" | "none" } {
+  const m = CHECKSUM_LINE.exec(text);
+  if (!m) {
+    return {
+      body: text,
+      verdict: claimsChecksum(text) || /^checksum:/m.test(text) ? "bad" : "none",
+    };
+  }
+  const body = text.slice(m[0].length);
+  return { body, verdict: sha256Hex(body) === m[1] && !/^checksum:/m.test(body) ? "ok" : "bad" };
+}
 
 /** Parses `.rev` text; throws BackyError naming the file on anything malformed. */
 export function parseRevision(text: string, file: string, fallbackId: string): Revision {
+  const { body, verdict } = splitChecksum(text);
+  if (verdict === "bad") {
+    throw new BackyError(
+      `corrupt revision file ${file}: checksum mismatch (damaged, or edited by hand: use ` +
+        "'backy tags' to change tags)",
+    );
+  }
   let data: unknown;
   try {
-    data = YAML.parse(text);
+    data = YAML.parse(body);
   } catch (e) {
     throw new BackyError(`corrupt revision file ${file}: ${errorMessage(e).split("\n")[0]}`);
   }
@@ -144,9 +200,18 @@ export function parseRevision(text: string, file: string, fallbackId: string): R
   if (trustRaw !== "trusted" && trustRaw !== "distrusted" && trustRaw !== "verified") {
     throw fail(`unknown trust '${trustRaw}'`);
   }
+  let verifiedAtUs: number | undefined;
+  if (d.verified_at !== undefined && d.verified_at !== null) {
+    try {
+      verifiedAtUs = parseTimestamp(d.verified_at);
+    } catch (e) {
+      throw fail(`verified_at: ${errorMessage(e)}`);
+    }
+  }
+  if (d.damage !== undefined && !Array.isArray(d.damage)) throw fail("damage is not a list");
   const extra: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(d)) if (!KNOWN.has(k)) extra[k] = v;
-  return {
+  const rev: Revision = {
     id,
     timestampUs,
     parent,
@@ -157,6 +222,10 @@ export function parseRevision(text: string, file: string, fallbackId: string): R
     error: d.error === undefined ? undefined : String(d.error),
     extra,
   };
+  if (verifiedAtUs !== undefined) rev.verifiedAtUs = verifiedAtUs;
+  if (Array.isArray(d.damage)) rev.damage = d.damage.map(String);
+  if (verdict === "ok") rev.checksummed = true;
+  return rev;
 }
 
 export function serializeRevision(rev: Revision): string {
@@ -171,5 +240,8 @@ export function serializeRevision(rev: Revision): string {
     uuid: rev.id,
   };
   if (rev.error !== undefined) out.error = rev.error;
-  return YAML.stringify(out, { sortMapEntries: true });
+  if (rev.verifiedAtUs !== undefined) out.verified_at = formatRevTimestamp(rev.verifiedAtUs);
+  if (rev.damage?.length) out.damage = rev.damage;
+  const body = YAML.stringify(out, { sortMapEntries: true });
+  return `checksum: sha256:${sha256Hex(body)}\n${body}`;
 }

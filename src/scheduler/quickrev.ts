@@ -8,7 +8,7 @@
  * expected, ...) returns undefined and the caller uses the full parser, so it never decides
  * differently from `parseRevision`.
  */
-import { parseTimestamp, type Trust } from "../repo/revision.ts";
+import { parseTimestamp, splitChecksum, type Trust } from "../repo/revision.ts";
 import { isSafeId } from "../repo/id.ts";
 
 export interface QuickRevision {
@@ -93,7 +93,10 @@ interface StatsFields {
  * Reads `text` of `<id>.rev`; undefined means "not sure, use the full parser" (including
  * every file the full parser would reject).
  */
-export function quickRevision(text: string, id: string): QuickRevision | undefined {
+export function quickRevision(whole: string, id: string): QuickRevision | undefined {
+  // A damaged file (checksum mismatch) is the full parser's to reject and report.
+  const { body: text, verdict } = splitChecksum(whole);
+  if (verdict === "bad") return undefined;
   const top = new Map<string, string>(); // key -> inline value ("" when a block may follow)
   const tagItems: string[] = [];
   const stats: StatsFields = {};

@@ -164,7 +164,7 @@ Deno.test("corrupt and truncated .rev files are reported, the rest keeps working
     assertEquals(
       cWarn,
       `Warning: ignoring corrupt revision file ${cRev}: ` +
-        "timestamp missing or not a timestamp",
+        "checksum mismatch (damaged, or edited by hand: use 'backy tags' to change tags)",
     );
     assertIncludes(s.stdout, A.id);
     assertIncludes(s.stdout, D.id);

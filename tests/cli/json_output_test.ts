@@ -31,6 +31,7 @@ Deno.test("status --json: state, trust, verified_at, error per revision", async 
       parent: null,
       backend: "chunked",
       error: null,
+      damage: [],
     });
     assert.match(list[0].timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     assert.deepEqual(list[1], {
@@ -45,6 +46,7 @@ Deno.test("status --json: state, trust, verified_at, error per revision", async 
       parent: good.id,
       backend: "chunked",
       error: "checksum mismatch",
+      damage: [],
     });
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 /** `.rev` metadata (spec 2.3): parse and serialize, exact values. */
 import { deepStrictEqual as assertEquals, throws as assertThrows } from "node:assert/strict";
 import {
@@ -98,8 +99,14 @@ Deno.test("serialize: sorted keys, exact text, round trip keeps unknown keys", (
     extra: { server: "backup01" },
   };
   const text = serializeRevision(rev);
+  // The first line is the checksum of the rest (issue 9: metadata that can't lie).
+  const [first, ...rest] = text.split("\n");
   assertEquals(
-    text,
+    first,
+    `checksum: sha256:${createHash("sha256").update(rest.join("\n")).digest("hex")}`,
+  );
+  assertEquals(
+    rest.join("\n"),
     [
       "backend: chunked",
       "parent: Z9cRqJ3wNXkH7pLmTa2sYd",
@@ -117,7 +124,7 @@ Deno.test("serialize: sorted keys, exact text, round trip keeps unknown keys", (
     ].join("\n"),
   );
   const back = parseRevision(text, "/j/x.rev", rev.id);
-  assertEquals(back, { ...rev, tags: ["daily", "weekly"], error: undefined });
+  assertEquals(back, { ...rev, tags: ["daily", "weekly"], error: undefined, checksummed: true });
 
   const failed = { ...rev, parent: null, trust: "distrusted" as const, error: "bad: 1 block" };
   const failedText = serializeRevision(failed);
@@ -210,6 +217,48 @@ Deno.test("corrupt .rev files are BackyErrors naming the file", () => {
   });
   assertThrows(
     () => parseRevision(full.slice(0, full.length / 2), "/j/a.rev", "a"),
-    /corrupt revision file \/j\/a\.rev: timestamp missing or not a timestamp/,
+    /corrupt revision file \/j\/a\.rev: checksum mismatch/,
   );
+});
+
+Deno.test("a flipped bit anywhere in a .rev of this version is caught; 2.x files load as before", async () => {
+  const { quickRevision } = await import("../../src/scheduler/quickrev.ts");
+  const rev: Revision = {
+    id: "VqB7sDmAhjLx5eyAZqEhVs",
+    timestampUs: 1441091207123456,
+    parent: null,
+    stats: { bytes_written: 8388608, duration: 1.2 },
+    tags: ["daily"],
+    backend: "cow",
+    trust: "verified",
+    verifiedAtUs: 1441091300000000,
+    extra: {},
+  };
+  const text = new TextEncoder().encode(serializeRevision(rev));
+  assertEquals(
+    parseRevision(new TextDecoder().decode(text), "/j/x.rev", rev.id).verifiedAtUs,
+    1441091300000000,
+  );
+  // Every bit of every byte (duration, year, tags, trust, the checksum itself).
+  let caught = 0;
+  for (let i = 0; i < text.length; i++) {
+    for (let bit = 0; bit < 8; bit++) {
+      const bad = text.slice();
+      bad[i] ^= 1 << bit;
+      const t = new TextDecoder().decode(bad);
+      assertThrows(() => parseRevision(t, "/j/x.rev", rev.id), BackyError, `byte ${i} bit ${bit}`);
+      assertEquals(quickRevision(t, rev.id), undefined, `quick: byte ${i} bit ${bit}`);
+      caught++;
+    }
+  }
+  assertEquals(caught, text.length * 8);
+  // A checksum line anywhere but first, or a second one, is damage too.
+  const good = new TextDecoder().decode(text);
+  const [first, ...rest] = good.split("\n");
+  assertThrows(() => parseRevision(rest.join("\n") + first + "\n", "/j/x.rev", rev.id), /checksum/);
+  assertThrows(() => parseRevision(first + "\n" + good, "/j/x.rev", rev.id), /checksum/);
+  // backy 2.1 and 3.0 wrote no checksum: read as they are, not marked as checksummed.
+  const legacy = parseRevision(rest.join("\n"), "/j/x.rev", rev.id);
+  assertEquals(legacy.checksummed, undefined);
+  assertEquals(legacy.stats.duration, 1.2);
 });

@@ -48,6 +48,7 @@ async function setTimestamp(job: string, id: string, seconds: number) {
   const mode = (await Deno.stat(file)).mode! & 0o777;
   const rev = YAML.parse(await Deno.readTextFile(file));
   rev.timestamp = formatRevTime(seconds);
+  delete rev.checksum; // an edited file of this version: written back as 3.0 wrote them
   await Deno.chmod(file, 0o640);
   await Deno.writeTextFile(file, YAML.stringify(rev));
   await Deno.chmod(file, mode);
