@@ -57,12 +57,14 @@ export async function expireJob(
     }
     const result: ExpireResult = { retagged: plan.retag.size, untagged, removed: [] };
     const store = storeFor(job);
-    if (plan.remove.length === 0 && !store.collectsGarbage) return result;
     let purge;
     try {
       purge = await job.lockPurge();
     } catch (e) {
-      log.warning("Not removing data now", { reason: (e as Error).message });
+      // A restore or mount reads: data stays until the next expiry.
+      if (plan.remove.length) {
+        log.warning("Not removing data now", { reason: (e as Error).message });
+      }
       return result;
     }
     try {
@@ -71,10 +73,9 @@ export async function expireJob(
         await storeFor(job, complete.find((r) => r.id === id)!.backend).removeRevision(id);
         result.removed.push(id);
       }
-      if (store.collectsGarbage) {
-        result.gc = await store.collectGarbage();
-        log.info("Chunk store cleaned", { ...result.gc });
-      }
+      await job.removeLeftovers();
+      result.gc = await store.collectGarbage();
+      log.info("Store cleaned", { ...result.gc });
     } finally {
       purge.release();
     }

@@ -97,6 +97,22 @@ export class BlockIndex {
   }
 }
 
+/**
+ * The digests a damaged index still names (checksum ignored, a truncated tail dropped), or
+ * undefined when even its header is unreadable. Only for protecting data from garbage
+ * collection: never to read a revision with.
+ */
+export function salvageDigests(bytes: Uint8Array): Uint8Array[] | undefined {
+  if (bytes.length < HEADER_SIZE) return undefined;
+  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== MAGIC) return undefined;
+  const out: Uint8Array[] = [];
+  const end = bytes.length - ((bytes.length - HEADER_SIZE) % DIGEST_SIZE);
+  for (let at = HEADER_SIZE; at + DIGEST_SIZE <= end; at += DIGEST_SIZE) {
+    out.push(bytes.slice(at, at + DIGEST_SIZE));
+  }
+  return out;
+}
+
 export function blockCount(size: number, blockSize = BLOCK_SIZE): number {
   return Math.ceil(size / blockSize);
 }

@@ -111,19 +111,58 @@ export class JobDir {
     await atomicWrite(this.revPath(rev.id), serializeRevision(rev), mode);
   }
 
-  async readIndex(id: string): Promise<BlockIndex | undefined> {
-    let bytes: Uint8Array;
-    try {
-      bytes = await Deno.readFile(this.indexPath(id));
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return undefined;
-      throw new BackyError(`cannot read ${this.indexPath(id)}: ${errorMessage(e)}`);
-    }
-    return BlockIndex.decode(bytes, this.indexPath(id));
+  /** The index's second copy, written beside it (index files are small). */
+  mirrorPath(id: string): string {
+    return join(this.path, `${id}.index.mirror`);
   }
 
+  /**
+   * A revision's index; undefined when it has none (legacy 2.1 revisions). A damaged or lost
+   * index is healed from its mirror (and the other way round); when both are damaged it is
+   * a BackyError naming the file.
+   */
+  async readIndex(id: string): Promise<BlockIndex | undefined> {
+    const main = await readIndexFile(this.indexPath(id));
+    if (main.index) {
+      await this.#healMirror(id, main.index);
+      return main.index;
+    }
+    const mirror = await readIndexFile(this.mirrorPath(id));
+    if (mirror.index) {
+      log.warning("Index file damaged or missing; restored from its mirror", {
+        file: this.indexPath(id),
+        problem: main.error ? errorMessage(main.error) : "missing",
+      });
+      await atomicWrite(this.indexPath(id), mirror.index.encode(), 0o440).catch((e) =>
+        log.warning("Cannot rewrite the index", { error: errorMessage(e) })
+      );
+      return mirror.index;
+    }
+    if (!main.error && !mirror.error) return undefined; // neither exists: a legacy revision
+    throw main.error ?? mirror.error;
+  }
+
+  /**
+   * A mirror that is missing (revisions of 3.0) or damaged while the index is fine:
+   * rewritten, best effort (a read-only job directory keeps working without).
+   */
+  async #healMirror(id: string, index: BlockIndex): Promise<void> {
+    const mirror = await readIndexFile(this.mirrorPath(id));
+    if (mirror.index || (!mirror.error && !(await exists(this.revPath(id))))) return;
+    if (mirror.error) {
+      log.warning("Index mirror damaged; rewritten from the index", {
+        file: this.mirrorPath(id),
+        problem: errorMessage(mirror.error),
+      });
+    }
+    await atomicWrite(this.mirrorPath(id), index.encode(), 0o440).catch(() => {});
+  }
+
+  /** Writes the index and its mirror, each durably (temp file, fsync, rename). */
   async writeIndex(id: string, index: BlockIndex): Promise<void> {
-    await atomicWrite(this.indexPath(id), index.encode(), 0o440);
+    const bytes = index.encode();
+    await atomicWrite(this.indexPath(id), bytes, 0o440);
+    await atomicWrite(this.mirrorPath(id), bytes, 0o440);
   }
 
   /**
@@ -134,14 +173,38 @@ export class JobDir {
   async removeRevision(id: string, dataFiles: string[] = []): Promise<void> {
     await removeIfExists(this.revPath(id));
     await removeIfExists(this.indexPath(id));
+    await removeIfExists(this.mirrorPath(id));
     for (const file of dataFiles) await removeIfExists(file);
     for await (const entry of Deno.readDir(this.path)) {
       if (isTempName(entry.name) && entry.name.startsWith(`.${id}`)) {
         const rest = entry.name.slice(id.length + 1);
-        if (/^(\.rev|\.index)?\.tmp-/.test(rest)) await removeIfExists(join(this.path, entry.name));
+        if (/^(\.rev|\.index|\.index\.mirror)?\.tmp-/.test(rest)) {
+          await removeIfExists(join(this.path, entry.name));
+        }
       }
     }
     await this.dropDanglingLinks();
+  }
+
+  /**
+   * Metadata left behind by interrupted commands (call under both job locks): indexes and
+   * mirrors whose `.rev` is gone (an expiry killed between removals) and temp files of
+   * atomic writes. Returns the names removed.
+   */
+  async removeLeftovers(): Promise<string[]> {
+    const removed: string[] = [];
+    for await (const e of Deno.readDir(this.path)) {
+      let orphan = false;
+      const m = /^(.+?)\.(index|index\.mirror)$/.exec(e.name);
+      if (m && e.isFile && !e.name.startsWith(".")) orphan = !(await exists(this.revPath(m[1])));
+      if (orphan || isTempName(e.name)) {
+        if (await removeIfExists(join(this.path, e.name))) removed.push(e.name);
+      }
+    }
+    if (removed.length) {
+      log.info("Removed leftovers of interrupted commands", { files: removed.join(",") });
+    }
+    return removed;
   }
 
   /**
@@ -175,6 +238,24 @@ export class JobDir {
         await removeIfExists(path);
       }
     }
+  }
+}
+
+/** One copy of an index: decoded, or why not (`error` undefined and no index: missing). */
+async function readIndexFile(
+  path: string,
+): Promise<{ index?: BlockIndex; error?: BackyError }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return {};
+    return { error: new BackyError(`cannot read ${path}: ${errorMessage(e)}`) };
+  }
+  try {
+    return { index: BlockIndex.decode(bytes, path) };
+  } catch (e) {
+    return { error: e instanceof BackyError ? e : new BackyError(errorMessage(e)) };
   }
 }
 

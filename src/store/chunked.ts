@@ -15,7 +15,6 @@ import type { DamagedBlock, RevisionData, RevisionWriter, Store } from "./store.
 
 export class ChunkedStore implements Store {
   readonly backend = "chunked" as const;
-  readonly collectsGarbage = true;
 
   constructor(private readonly job: JobDir) {}
 

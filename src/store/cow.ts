@@ -5,7 +5,7 @@
  * as a sparse full copy, and says so loudly.
  */
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { fsyncFile, removeIfExists } from "../util/fs.ts";
+import { exists, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
 import { firstLine, run } from "../util/proc.ts";
 import type { BlockIndex } from "../repo/index_file.ts";
@@ -36,7 +36,6 @@ async function cloneImage(from: string, to: string): Promise<void> {
 
 export class CowStore implements Store {
   readonly backend = "cow" as const;
-  readonly collectsGarbage = false;
 
   constructor(private readonly job: JobDir) {}
 
@@ -97,8 +96,19 @@ export class CowStore implements Store {
     await this.job.removeRevision(id, [this.job.imagePath(id)]);
   }
 
-  collectGarbage(): Promise<GcResult> {
-    return Promise.resolve({ kept: 0, removed: 0, tempRemoved: 0 });
+  /** Images whose revision is gone (an expiry killed after removing the metadata). */
+  async collectGarbage(): Promise<GcResult> {
+    const result: GcResult = { kept: 0, removed: 0, tempRemoved: 0, corruptRemoved: 0 };
+    for await (const e of Deno.readDir(this.job.path)) {
+      if (!e.isFile || !/^[2-9A-HJ-NP-Za-km-z]{22}$/.test(e.name)) continue;
+      if (await exists(this.job.revPath(e.name))) {
+        result.kept++;
+        continue;
+      }
+      log.info("Removing the image of a removed revision", { file: e.name });
+      if (await removeIfExists(this.job.imagePath(e.name))) result.removed++;
+    }
+    return result;
   }
 
   quarantine(): Promise<string[]> {

@@ -65,9 +65,10 @@ export interface Store {
   imageName(id: string): string | undefined;
   /** Removes a revision: its metadata first, then its own data. */
   removeRevision(id: string): Promise<void>;
-  /** Whether data can stay behind after revisions are removed (then call collectGarbage). */
-  readonly collectsGarbage: boolean;
-  /** Deletes data no revision references (callers hold both job locks). */
+  /**
+   * Deletes data no revision references (callers hold both job locks): chunks, or images
+   * whose revision was removed.
+   */
   collectGarbage(): Promise<GcResult>;
   /** Moves damaged blocks aside so the next backup stores them anew; returns what moved. */
   quarantine(blocks: DamagedBlock[]): Promise<string[]>;

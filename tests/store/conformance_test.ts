@@ -318,11 +318,14 @@ for (const v of VARIANTS) {
           assertEquals(await fileExists(job.indexPath(A.id)), false);
           assertEquals(await fileExists(job.imagePath(A.id)), false);
           assertEquals((await job.scan()).revisions.map((r) => r.id), [B.id]);
-          if (store.collectsGarbage) {
-            const gc = await store.collectGarbage();
-            // A's block 3 (seed 13) is referenced by nobody now; B's chunks stay.
-            assertEquals(gc.removed, 1);
-          }
+          const gc = await store.collectGarbage();
+          // chunked: A's block 3 (seed 13) is referenced by nobody now; B's chunks stay (its
+          // quarantined block 3 as evidence: still referenced, not stored anew yet).
+          // cow: A's image went with A; B's stays.
+          assertEquals(
+            [gc.removed, gc.kept, gc.corruptRemoved],
+            v.backend === "chunked" ? [1, 2, 0] : [0, 1, 0],
+          );
           // B's undamaged blocks still read back.
           const data = await store.open(B);
           const r = await pool.read({
