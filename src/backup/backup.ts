@@ -15,7 +15,15 @@ import { sourceFor } from "../sources/registry.ts";
 import type { Source, SourceRun } from "../sources/source.ts";
 import type { StoreRequest } from "./protocol.ts";
 import { WorkerPool } from "./pool.ts";
-import { VerificationError, verifyAll, verifySample } from "./verify.ts";
+import {
+  checkBlocks,
+  damagedBlocks,
+  describe,
+  type Mismatch,
+  VerificationError,
+  verificationFailed,
+  verifySample,
+} from "./verify.ts";
 
 export { VerificationError } from "./verify.ts";
 
@@ -39,6 +47,13 @@ export async function removeIncomplete(job: JobDir, revisions: Revision[]): Prom
   return kept;
 }
 
+/** Marks a revision damaged: never a parent again, flagged by status and check. */
+export async function markDistrusted(job: JobDir, rev: Revision, damage: string[]) {
+  rev.trust = "distrusted";
+  rev.damage = [...new Set([...(rev.damage ?? []), ...damage])].slice(0, 20);
+  await job.writeRevision(rev, isComplete(rev) ? 0o440 : 0o640);
+}
+
 export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome> {
   const store = storeFor(job);
   const source = sourceFor(job.path, job.config.settings);
@@ -48,8 +63,21 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
     const scan = await job.scan();
     for (const p of scan.problems) log.warning(p);
     const revisions = await removeIncomplete(job, scan.revisions);
-    const { parent, info } = await source.prepare(parentCandidates(revisions, store));
-    const parentIndex = parent ? await job.readIndex(parent.id) : undefined;
+    const prepared = await source.prepare(parentCandidates(revisions, store));
+    const { info } = prepared;
+    let parent = prepared.parent;
+    let parentIndex: BlockIndex | undefined;
+    try {
+      parentIndex = parent ? await job.readIndex(parent.id) : undefined;
+    } catch (e) {
+      // Never build on a parent whose content is unknown; never stop the job over it.
+      log.warning("The parent's index is damaged in both copies: making a full backup", {
+        parent: parent!.id,
+        error: errorMessage(e),
+      });
+      await markDistrusted(job, parent!, [`index unreadable: ${errorMessage(e)}`]);
+      parent = undefined;
+    }
     const start = Date.now();
     const rev: Revision = {
       id: newRevisionId(),
@@ -70,7 +98,7 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
     });
     await job.writeRevision(rev, 0o640);
     try {
-      await writeData(store, source, rev, parent, parentIndex);
+      await writeData(job, store, source, rev, parent, parentIndex);
     } catch (e) {
       rev.error = errorMessage(e);
       if (e instanceof VerificationError) rev.trust = "distrusted";
@@ -103,6 +131,7 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
  * throws VerificationError.
  */
 async function writeData(
+  job: JobDir,
   store: Store,
   source: Source,
   rev: Revision,
@@ -143,7 +172,7 @@ async function writeData(
         rev.stats.verification = "sampled";
         rev.stats.verification_method = run.sample.method;
       } else {
-        await verifyAll(pool, index, writer.ref, store, rev.id);
+        await verifyAndHeal(job, store, pool, run, writer, copied, rev, parent);
         rev.stats.verification = "full";
       }
     } catch (e) {
@@ -157,8 +186,78 @@ async function writeData(
   }
 }
 
+/**
+ * Full verification (file sources), healing what it can (issue 9): a block that does not
+ * match is moved aside (chunked) and stored once more from the source; only what still
+ * differs fails the backup. Damage the new revision inherited from a cow parent (its clone)
+ * is the parent's: that parent is marked distrusted, so no later backup clones it again.
+ */
+async function verifyAndHeal(
+  job: JobDir,
+  store: Store,
+  pool: WorkerPool,
+  run: SourceRun,
+  writer: RevisionWriter,
+  copied: Copied,
+  rev: Revision,
+  parent: Revision | undefined,
+): Promise<void> {
+  const { index } = copied;
+  let bad = await checkBlocks(pool, index, writer.ref);
+  if (bad.length === 0) return;
+  const found = bad;
+  let moved = await store.quarantine(damagedBlocks(index, bad));
+  if (run.reread) {
+    log.warning("Blocks do not match the source after copying; storing them again", {
+      id: rev.id,
+      blocks: bad.length,
+      first: describe(bad[0]),
+    });
+    for (const m of bad) {
+      const r = await pool.store({
+        offset: m.block * BLOCK_SIZE,
+        length: index.blockLength(m.block),
+        store: writer.ref,
+        content: run.reread(m.block),
+        parentDigest: null,
+        parentLength: 0,
+        rewrite: true,
+      }).catch(() => undefined);
+      if (r) writer.stored(r.kind, r.digest, r.stored);
+    }
+    await pool.closeFiles();
+    await writer.commit(index); // the healed blocks durable too
+    bad = await checkBlocks(pool, index, writer.ref, bad.map((m) => m.block));
+    if (bad.length === 0) moved = [];
+    log.info(bad.length ? "Some blocks could not be healed" : "Healed from the source", {
+      id: rev.id,
+      healed: found.length - bad.length,
+      left: bad.length,
+    });
+  }
+  // Blocks this run did not write came from the parent (a cow clone): if the parent's own
+  // copy is damaged too, it is never built on again.
+  const inherited = found.filter((m) => !copied.fresh[m.block]).map((m) => m.block);
+  if (inherited.length && parent && !store.sharedBlocks) {
+    const own = await store.open(parent).then(
+      (p) => p.index ? checkBlocks(pool, p.index, p.ref, inherited) : [],
+      (e) => [{ block: inherited[0], reason: errorMessage(e) }],
+    );
+    if (own.length) {
+      log.warning("The parent revision is damaged; it will not be built on again", {
+        parent: parent.id,
+        first: describe(own[0]),
+      });
+      await markDistrusted(job, parent, own.map(describe));
+    }
+  }
+  if (bad.length) throw verificationFailed(rev.id, index, bad, moved);
+}
+
 interface Copied {
   index: BlockIndex;
+  /** 1 for blocks this run stored (written or deduplicated), 0 for inherited or holes. */
+  fresh: Uint8Array;
   changed: number;
   unchanged: number;
   zero: number;
@@ -178,6 +277,7 @@ async function copyBlocks(
   pool: WorkerPool,
 ): Promise<Copied> {
   let index: BlockIndex | undefined;
+  let fresh: Uint8Array | undefined;
   const c = { changed: 0, unchanged: 0, zero: 0, written: 0 };
   // null: the parent has nothing here; undefined: legacy parent, its image is hashed.
   // Digests of blocks of different length never match, so a resize rewrites the tail.
@@ -200,6 +300,7 @@ async function copyBlocks(
         continue;
       }
       if (!index) throw new BackyError("the source sent a block before the image size");
+      fresh ??= new Uint8Array(index.count);
       const i = ev.block;
       const idx = index;
       const length = idx.blockLength(i);
@@ -236,6 +337,7 @@ async function copyBlocks(
         else {
           c.changed++;
           c.written += length;
+          fresh![i] = 1;
         }
       }, (e) => {
         failure ??= { error: e };
@@ -248,5 +350,5 @@ async function copyBlocks(
   }
   if (failure) throw failure.error;
   if (!index) throw new BackyError("the source ended without an image size");
-  return { index, ...c };
+  return { index, fresh: fresh ?? new Uint8Array(index.count), ...c };
 }

@@ -23,6 +23,8 @@ export interface StoreRequest {
   parentImage?: string;
   /** Length of the parent's block (differs from `length` at a resized image's end). */
   parentLength: number;
+  /** Store the block even where it looks present (healing a damaged copy). */
+  rewrite?: boolean;
 }
 
 export interface StoreResult {

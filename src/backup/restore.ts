@@ -65,7 +65,7 @@ export async function restore(
   const pool = new WorkerPool();
   let out: RestoreTarget | undefined;
   try {
-    const data = await storeFor(job, rev.backend).open(rev);
+    const data = await storeFor(job, rev.backend).open(rev, { unchecked: opts.force });
     out = await openTarget(target, data.size, opts);
     if (target !== "-") log.info("Restoring revision", { id: rev.id, target, size: data.size });
     if (out.kind === "file") await Deno.truncate(out.tmp, data.size);

@@ -8,7 +8,7 @@ import { BackyError, errorMessage } from "../util/errors.ts";
 import { isZero, sha256 } from "../util/bytes.ts";
 import { logger } from "../util/log.ts";
 import { BLOCK_SIZE, type BlockIndex, sameDigest } from "../repo/index_file.ts";
-import type { DamagedBlock, Store, StoreRef } from "../store/store.ts";
+import type { DamagedBlock, StoreRef } from "../store/store.ts";
 import type { SourceRun } from "../sources/source.ts";
 import { pipeline, type WorkerPool } from "./pool.ts";
 
@@ -19,39 +19,62 @@ const VERIFY_CAP_MS = 5 * 60 * 1000;
 
 export class VerificationError extends BackyError {}
 
-/** Every block of the revision, from the store, against its index. */
-export async function verifyAll(
+/** A block whose stored content does not match the index. */
+export interface Mismatch {
+  block: number;
+  reason: string;
+}
+
+/**
+ * Blocks of the revision `blocks` (default: all), read from the store and checked against
+ * the index; returns those that do not match (unreadable counts as not matching).
+ */
+export async function checkBlocks(
   pool: WorkerPool,
   index: BlockIndex,
   ref: StoreRef,
-  store: Store,
-  id: string,
-): Promise<void> {
-  const mismatches: string[] = [];
-  const suspects: DamagedBlock[] = [];
-  await pipeline(index.count, pool.size * 3, (i) =>
-    pool.check({
+  blocks?: number[],
+): Promise<Mismatch[]> {
+  const list = blocks ?? [...Array(index.count).keys()];
+  const out: Mismatch[] = [];
+  await pipeline(list.length, pool.size * 3, (k) => {
+    const i = list[k];
+    return pool.check({
       offset: i * BLOCK_SIZE,
       length: index.blockLength(i),
       store: ref,
       digest: index.isZero(i) ? null : index.digest(i).slice(),
-    }).catch((e) => ({ ok: false, reason: errorMessage(e) })), (i, r) => {
-    if (r.ok) return;
-    mismatches.push(`block ${i} (offset ${i * BLOCK_SIZE}): ${r.reason}`);
-    if (!index.isZero(i)) {
-      suspects.push({
-        digest: index.digest(i).slice(),
-        length: index.blockLength(i),
-        offset: i * BLOCK_SIZE,
-      });
-    }
+    }).catch((e) => ({ ok: false, reason: errorMessage(e) }));
+  }, (k, r) => {
+    if (!r.ok) out.push({ block: list[k], reason: r.reason ?? "does not match" });
   });
-  if (mismatches.length === 0) return;
-  // A rotten chunk would otherwise be deduplicated against by every later backup.
-  const moved = await store.quarantine(suspects);
-  throw new VerificationError(
-    `verification of revision ${id} failed: ${mismatches.length} of ${index.count} blocks ` +
-      `differ from the source; first: ${mismatches[0]}` +
+  return out;
+}
+
+/** The blocks of `bad` that hold data (zero blocks have no chunk to move aside). */
+export function damagedBlocks(index: BlockIndex, bad: Mismatch[]): DamagedBlock[] {
+  return bad.filter((m) => !index.isZero(m.block)).map((m) => ({
+    digest: index.digest(m.block).slice(),
+    length: index.blockLength(m.block),
+    offset: m.block * BLOCK_SIZE,
+  }));
+}
+
+/** One line per damaged block, as status, verify and the logs name them. */
+export function describe(m: Mismatch): string {
+  return `block ${m.block} (offset ${m.block * BLOCK_SIZE}): ${m.reason}`;
+}
+
+/** The error of a backup whose verification failed (after quarantining what it could). */
+export function verificationFailed(
+  id: string,
+  index: BlockIndex,
+  bad: Mismatch[],
+  moved: string[],
+): VerificationError {
+  return new VerificationError(
+    `verification of revision ${id} failed: ${bad.length} of ${index.count} blocks ` +
+      `differ from the source; first: ${describe(bad[0])}` +
       (moved.length
         ? `; moved ${moved.length} corrupt chunk file(s) aside to *.corrupt, ` +
           "the next backup stores them anew"

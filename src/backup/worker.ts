@@ -89,11 +89,14 @@ async function storeBlock(m: StoreRequest): Promise<StoreResult> {
   }
   const buffer = m.content.from === "data" ? m.content.data : undefined;
   if (isZero(data)) {
-    await store.zero(m.offset, m.length, parent !== null);
+    await store.zero(m.offset, m.length, parent !== null || !!m.rewrite);
     return { kind: "zero", digest: null, stored: 0, buffer };
   }
   const digest = sha256(data);
-  if (parent && sameDigest(parent, digest) && await store.hasParentBlock(m.offset, digest)) {
+  if (
+    !m.rewrite && parent && sameDigest(parent, digest) &&
+    await store.hasParentBlock(m.offset, digest)
+  ) {
     return { kind: "same", digest, stored: 0, buffer };
   }
   const stored = await store.write(m.offset, data, digest);

@@ -37,6 +37,11 @@ export interface Revision {
   damage?: string[];
   /** Its file carried a valid checksum (written by this version), not a 2.x file. */
   checksummed?: boolean;
+  /**
+   * Written by backy 3 (its `.rev` names a `backend`): it has an index, so a missing index
+   * is damage, not the mark of a 2.x revision whose blocks cannot be checked.
+   */
+  indexed?: boolean;
   /** Unknown keys from other versions, written back unchanged. */
   extra: Record<string, unknown>;
 }
@@ -225,6 +230,7 @@ export function parseRevision(text: string, file: string, fallbackId: string): R
   if (verifiedAtUs !== undefined) rev.verifiedAtUs = verifiedAtUs;
   if (Array.isArray(d.damage)) rev.damage = d.damage.map(String);
   if (verdict === "ok") rev.checksummed = true;
+  if (d.backend !== undefined) rev.indexed = true;
   return rev;
 }
 

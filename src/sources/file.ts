@@ -66,6 +66,7 @@ export class FileSource implements Source {
     return Promise.resolve({
       events: events(),
       recycle() {},
+      reread: () => ({ from: "file" as const, path }),
       stats: () => ({}),
       close: () => Promise.resolve(),
     });

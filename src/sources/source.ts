@@ -54,6 +54,11 @@ export interface SourceRun {
     against: string;
     open(): Promise<SampleReader>;
   };
+  /**
+   * The block's content once more, for healing a block that failed verification (sources
+   * that can read a block again: files); undefined where the data is gone (a stream).
+   */
+  reread?(block: number): { from: "file"; path: string };
   /** What to record in the revision's stats (e.g. bytes_received, mode). */
   stats(): Record<string, unknown>;
   /** Releases what the run holds (readers, processes); once, success or not. */

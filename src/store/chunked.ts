@@ -15,6 +15,7 @@ import type { DamagedBlock, RevisionData, RevisionWriter, Store } from "./store.
 
 export class ChunkedStore implements Store {
   readonly backend = "chunked" as const;
+  readonly sharedBlocks = true;
 
   constructor(private readonly job: JobDir) {}
 

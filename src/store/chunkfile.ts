@@ -266,8 +266,12 @@ export function quarantineCorruptChunks(
     try {
       readChunk(chunksDir, digest, length);
     } catch {
-      fs.renameSync(path, `${path}.corrupt`);
-      moved.push(path);
+      try {
+        fs.renameSync(path, `${path}.corrupt`);
+        moved.push(path);
+      } catch {
+        // e.g. immutable: it stays, and verification keeps failing on it (never wrong data)
+      }
     }
   }
   return moved;

@@ -36,6 +36,7 @@ async function cloneImage(from: string, to: string): Promise<void> {
 
 export class CowStore implements Store {
   readonly backend = "cow" as const;
+  readonly sharedBlocks = false;
 
   constructor(private readonly job: JobDir) {}
 
@@ -70,10 +71,23 @@ export class CowStore implements Store {
     };
   }
 
-  async open(rev: Revision): Promise<RevisionData> {
+  async open(rev: Revision, opts: { unchecked?: boolean } = {}): Promise<RevisionData> {
     assertComplete(rev);
     const index = await this.job.readIndex(rev.id);
     const image = this.job.imagePath(rev.id);
+    if (!index && rev.indexed) {
+      // Not a 2.x revision: its index is lost, and without it nothing proves the image.
+      if (!opts.unchecked) {
+        throw new BackyError(
+          `revision ${rev.id}: its index file ${this.job.indexPath(rev.id)} is missing, so ` +
+            "its image cannot be checked; use --force to restore it unchecked",
+        );
+      }
+      log.warning(
+        "RESTORING UNCHECKED: the revision's index is lost; its blocks are not checked",
+        { id: rev.id },
+      );
+    }
     let size: number;
     try {
       size = (await Deno.stat(image)).size;

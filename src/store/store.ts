@@ -53,14 +53,22 @@ export interface RevisionWriter {
 /** One job's storage backend. */
 export interface Store {
   readonly backend: Backend;
+  /**
+   * Revisions share stored blocks (chunked: one chunk per content), so a block stored anew
+   * heals every revision that uses it; else (cow) each revision keeps its own damage.
+   */
+  readonly sharedBlocks: boolean;
   /** Begins a new revision's data, built on `parent` (cow: a reflink clone of it). */
   begin(
     rev: Revision,
     parent: Revision | undefined,
     parentIndex: BlockIndex | undefined,
   ): Promise<RevisionWriter>;
-  /** Opens a complete revision for readers; a clear error when it cannot be read. */
-  open(rev: Revision): Promise<RevisionData>;
+  /**
+   * Opens a complete revision for readers; a clear error when it cannot be read. `unchecked`:
+   * serve a revision whose index is lost without hash checks (restore --force).
+   */
+  open(rev: Revision, opts?: { unchecked?: boolean }): Promise<RevisionData>;
   /** The file name (in the job directory) of a revision's raw image, if it has one. */
   imageName(id: string): string | undefined;
   /** Removes a revision: its metadata first, then its own data. */

@@ -20,6 +20,7 @@ import {
   fileExists,
   filesEqual,
   initJob,
+  isRoot,
   listDir,
   MiB,
   randomBytes,
@@ -224,58 +225,78 @@ Deno.test("cow: a corrupted image block is detected on restore through the index
   }
 });
 
-Deno.test("cow: a verification failure fails the backup and never becomes a parent", async () => {
+Deno.test("cow: damage in the clone is healed from the source; a rotten parent is distrusted", async (t) => {
   const dir = await tempDir();
   try {
     const { src, job, v1 } = await backedUpJob(dir, [101, 102, 0], "cow");
     const [A] = await revisions(job);
 
-    // A cp that clones, then damages block 0 of the clone (which the next backup keeps).
-    const cp = join(dir, "bad-cp");
-    await Deno.writeTextFile(
-      cp,
-      `#!/bin/sh
+    await t.step(
+      "a block damaged in the clone: stored again, the parent stays trusted",
+      async () => {
+        // A cp that clones, then damages block 0 of the clone (which the next backup keeps).
+        const cp = join(dir, "bad-cp");
+        await Deno.writeTextFile(
+          cp,
+          `#!/bin/sh
 cp "$@" || exit $?
 for last; do :; done
 chmod u+w "$last"
 printf 'DAMAGED' | dd of="$last" bs=1 seek=1000 conv=notrunc 2>/dev/null
 `,
+        );
+        await Deno.chmod(cp, 0o755);
+        await writeImage(src, [101, 103, 0]);
+        const r = expectOk(await backy(["-b", job, "backup", "daily"], { env: { BACKY_CP: cp } }));
+        assertIncludes(
+          r.stdout,
+          "Blocks do not match the source after copying; storing them again",
+        );
+        assertIncludes(r.stdout, "Healed from the source");
+        const [a, B] = await revisions(job);
+        assertEquals([a.trust, B.trust], ["trusted", "trusted"], "A's own copy is fine");
+        assertEquals(await Deno.readLink(join(job, "last")), B.id);
+        const out = join(dir, "b.img");
+        expectOk(await backy(["-b", job, "restore", out]));
+        assert(await filesEqual(out, src));
+        expectOk(await backy(["-b", job, "restore", "-r", A.id, join(dir, "a.img")]));
+        assert(await filesEqual(join(dir, "a.img"), v1));
+      },
     );
-    await Deno.chmod(cp, 0o755);
-    await writeImage(src, [101, 103, 0]);
-    const bad = await backy(["-b", job, "backup", "daily"], { env: { BACKY_CP: cp } });
-    assertEquals(bad.code, 1, bad.stdout);
-    const [, B] = await revisions(job);
-    assertEquals(
-      bad.stderr.split("\n")[0].replace(/stored \w+…, source \w+…/, "X"),
-      `Error: verification of revision ${B.id} failed: 1 of 3 blocks differ from the ` +
-        "source; first: block 0 (offset 0): X",
-    );
-    assertEquals(B.trust, "distrusted");
-    assertEquals(B.duration, undefined);
-    assertIncludes(B.error ?? "", "verification");
-    assert(await fileExists(join(job, B.id)), "evidence kept");
-    assertEquals(await Deno.readLink(join(job, "last")), A.id, "last unchanged");
-    const s = expectOk(await backy(["-b", job, "status"]));
-    assertEquals(statusRow(s.stdout, B.id)[3], "0 s");
-    const out = join(dir, "last.img");
-    expectOk(await backy(["-b", job, "restore", out]));
-    assert(await filesEqual(out, v1), "last is still the verified revision");
 
-    const next = expectOk(await backy(["-b", job, "backup", "daily"]));
-    assertIncludes(next.stdout, `Removing incomplete revision id=${B.id}`);
-    const revs = await revisions(job);
-    assertEquals(revs.map((r) => r.id).includes(B.id), false);
-    assertEquals(revs.at(-1)!.parent, A.id, "the distrusted revision is never a parent");
-    const out2 = join(dir, "new.img");
-    expectOk(await backy(["-b", job, "restore", out2]));
-    assert(await filesEqual(out2, src));
+    await t.step(
+      "the newest image rots: the next backup heals, and never clones it again",
+      async () => {
+        const [, B] = await revisions(job);
+        await corrupt(join(job, B.id), 2000, new TextEncoder().encode("ROT"));
+        const r = expectOk(await backy(["-b", job, "backup", "daily"]));
+        assertIncludes(r.stdout, "The parent revision is damaged; it will not be built on again");
+        let revs = await revisions(job);
+        const [, b, C] = revs;
+        assertEquals(b.trust, "distrusted");
+        assertEquals(
+          (b.raw.damage as string[])[0].replace(/stored \w+…, source \w+…/, "X"),
+          "block 0 (offset 0): X",
+        );
+        assertEquals([C.parent, C.trust], [B.id, "trusted"]);
+        // B cannot be restored (no wrong byte written); C can, and the next backup builds on C.
+        const bad = await backy(["-b", job, "restore", "-r", B.id, join(dir, "b2.img")]);
+        assertEquals(bad.code, 1);
+        assertIncludes(bad.stderr, "is corrupt at offset 0");
+        assertEquals(await fileExists(join(dir, "b2.img")), false);
+        expectOk(await backy(["-b", job, "restore", "-r", C.id, join(dir, "c.img")]));
+        assert(await filesEqual(join(dir, "c.img"), src));
+        expectOk(await backy(["-b", job, "backup", "daily"]));
+        revs = await revisions(job);
+        assertEquals(revs.at(-1)!.parent, C.id, "the distrusted revision is never a parent");
+      },
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("chunked: a corrupt stored chunk fails verification, then heals", async (t) => {
+Deno.test("chunked: a rotten chunk is moved aside and stored anew in the same run", async (t) => {
   const dir = await tempDir();
   try {
     const { src, job, v1 } = await backedUpJob(dir, [111, 0, 112], "chunked");
@@ -288,35 +309,18 @@ Deno.test("chunked: a corrupt stored chunk fails verification, then heals", asyn
       await Deno.mkdir(join(chunk, ".."), { recursive: true });
       await Deno.writeFile(chunk, randomBytes(5000, 7), { mode: 0o440 });
       await writeImage(src, [111, 113, 112]);
-      const bad = await backy(["-b", job, "backup", "daily"]);
-      assertEquals(bad.code, 1, bad.stdout);
-      const B = (await revisions(job))[1];
-      assertMatch(
-        bad.stderr,
-        new RegExp(
-          `^Error: verification of revision ${B.id} failed: 1 of 3 blocks differ from the ` +
-            `source; first: block 1 \\(offset ${BLOCK}\\): chunk ${chunk} is corrupt: .*; ` +
-            "moved 1 corrupt chunk file\\(s\\) aside to \\*\\.corrupt, the next backup " +
-            "stores them anew\n$",
-        ),
-      );
-      assertEquals(B.trust, "distrusted");
-      assertEquals(B.duration, undefined);
+      const r = expectOk(await backy(["-b", job, "backup", "daily"]));
+      assertIncludes(r.stdout, "Healed from the source");
+      const [, B] = await revisions(job);
+      assertEquals([B.trust, B.parent], ["trusted", A.id]);
       assert(await fileExists(`${chunk}.corrupt`), "evidence kept");
-      assertEquals(await fileExists(chunk), false);
-
-      // The next backup diffs against A, not B, and stores the block anew.
-      const next = await backy(["-b", job, "backup", "daily"]);
-      assertEquals(next.code, 0, next.stderr);
-      const revs = await revisions(job);
-      assertEquals(revs.length, 2);
-      assertEquals(revs[1].parent, A.id);
+      assert(await fileExists(chunk), "stored anew");
       const out = join(dir, "new.img");
       expectOk(await backy(["-b", job, "restore", out]));
       assert(await filesEqual(out, src));
     });
 
-    await t.step("an unchanged block whose chunk rots: fail once, then heal", async () => {
+    await t.step("an unchanged block whose chunk rots: healed for every revision", async () => {
       // Block 0 (seed 111) is in every revision so far; rot it.
       const chunk = chunkOf(job, randomBytes(BLOCK, 111));
       await corrupt(chunk, 100, new Uint8Array(16).fill(0xee));
@@ -325,17 +329,55 @@ Deno.test("chunked: a corrupt stored chunk fails verification, then heals", asyn
       assertEquals(r.code, 1);
       assertIncludes(r.stderr, `chunk ${chunk} is corrupt`);
 
-      const bad = await backy(["-b", job, "backup", "daily"]);
-      assertEquals(bad.code, 1);
-      assertIncludes(bad.stderr, "moved 1 corrupt chunk file(s) aside");
-      const healed = await backy(["-b", job, "backup", "daily"]);
-      assertEquals(healed.code, 0, healed.stderr);
+      const healed = expectOk(await backy(["-b", job, "backup", "daily"]));
+      assertIncludes(healed.stdout, "Healed from the source");
       // The fresh chunk serves the old revisions too.
       expectOk(await backy(["-b", job, "restore", "-r", A.id, old]));
       assert(await filesEqual(old, v1));
       const out = join(dir, "now.img");
       expectOk(await backy(["-b", job, "restore", out]));
       assert(await filesEqual(out, src));
+    });
+
+    await t.step({
+      name: `a rotten chunk that cannot be replaced fails the backup, which is never a parent${
+        isRoot() ? "" : " (ignored: chattr +i needs root)"
+      }`,
+      ignore: !isRoot(),
+      fn: async () => {
+        const before = await revisions(job);
+        const good = before.at(-1)!;
+        const chunk = chunkOf(job, randomBytes(BLOCK, 112));
+        await corrupt(chunk, 100, new Uint8Array(16).fill(0xee));
+        assertEquals((await sh("chattr", ["+i", chunk])).code, 0);
+        try {
+          const bad = await backy(["-b", job, "backup", "daily"]);
+          assertEquals(bad.code, 1, bad.stdout);
+          const B = (await revisions(job)).at(-1)!;
+          assertMatch(
+            bad.stderr,
+            new RegExp(
+              `^Error: verification of revision ${B.id} failed: 1 of 3 blocks differ from ` +
+                `the source; first: block 2 \\(offset ${2 * BLOCK}\\): chunk ${chunk} is ` +
+                "corrupt: .*\n$",
+            ),
+          );
+          assertEquals([B.trust, B.duration], ["distrusted", undefined]);
+          assertIncludes(B.error ?? "", "verification");
+          const s = expectOk(await backy(["-b", job, "status"]));
+          assertEquals(statusRow(s.stdout, B.id)[3], "0 s");
+        } finally {
+          await sh("chattr", ["-i", chunk]);
+        }
+        // Replaceable again: the next backup removes the failed one and heals the chunk.
+        const next = expectOk(await backy(["-b", job, "backup", "daily"]));
+        assertIncludes(next.stdout, "Removing incomplete revision");
+        const revs = await revisions(job);
+        assertEquals(revs.at(-1)!.parent, good.id, "the failed revision is never a parent");
+        const out = join(dir, "after.img");
+        expectOk(await backy(["-b", job, "restore", out]));
+        assert(await filesEqual(out, src));
+      },
     });
   } finally {
     await Deno.remove(dir, { recursive: true });
