@@ -19,7 +19,6 @@ import {
   checkBlocks,
   damagedBlocks,
   describe,
-  type Mismatch,
   VerificationError,
   verificationFailed,
   verifySample,
