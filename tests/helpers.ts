@@ -1,6 +1,7 @@
 /** Shared helpers for black-box tests: run the real command on real files. */
 import { join } from "node:path";
 import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import YAML from "yaml";
 
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -277,6 +278,12 @@ export function spawnBacky(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+}
+
+/** The chunk file that stores `data` in a chunked job (named by the SHA-256 of the block). */
+export function chunkOf(job: string, data: Uint8Array): string {
+  const h = createHash("sha256").update(data).digest("hex");
+  return join(job, "chunks", h.slice(0, 2), h);
 }
 
 /** Makes a file writable (completed revisions and chunks are read-only) and patches it. */

@@ -20,6 +20,9 @@ import { planJson, planRuns, planTable } from "../scheduler/plan.ts";
 import { SOURCE_TYPES, sourceFromCli } from "../repo/jobconfig.ts";
 import { init, redactArgv } from "./init.ts";
 import { changeTags, checkTags, parseTags } from "../backup/tags.ts";
+import { verify } from "../backup/scrub.ts";
+import { parseDuration, parseSize } from "../config/duration.ts";
+import { formatBytes } from "../util/format.ts";
 import { completionScript, SHELLS } from "./completion.ts";
 import { watchInterrupts } from "./interrupt.ts";
 import {
@@ -141,6 +144,53 @@ export function buildProgram(): Command {
       const job = await openJob(g());
       const rev = resolveSpec(await warnProblems(job), opts.revision, job.path);
       await restore(job, rev, target, { force: !!opts.force });
+    });
+
+  program.command("verify")
+    .description("re-read stored revisions and check every block against its index")
+    .option("-r, --revision <spec>", "revision: number, ID, last, tag or ID prefix", "latest")
+    .option("-a, --all", "every complete revision (shared chunks are read once)")
+    .option("--sample <percent>", "check only this share of each revision's blocks, at random")
+    .option("--scrub", "stalest revisions first, within a byte budget (what the scheduler runs)")
+    .option("--period <duration>", "scrub: read everything at least once per DURATION", "30d")
+    .option("--max-bytes <size>", "scrub: read at most SIZE (e.g. 50G) in this run")
+    .action(async (opts) => {
+      let samplePct: number | undefined;
+      if (opts.sample !== undefined) {
+        samplePct = Number(opts.sample);
+        if (!(samplePct > 0 && samplePct <= 100)) {
+          throw new UsageError(`--sample must be a percentage in (0, 100], not '${opts.sample}'`);
+        }
+      }
+      const period = parseDuration(opts.period);
+      if (period === undefined) throw new UsageError(`invalid --period '${opts.period}'`);
+      const maxBytes = opts.maxBytes === undefined ? undefined : parseSize(opts.maxBytes);
+      if (opts.maxBytes !== undefined && maxBytes === undefined) {
+        throw new UsageError(`invalid --max-bytes '${opts.maxBytes}'`);
+      }
+      const r = await verify(await openJob(g()), {
+        spec: opts.revision,
+        all: opts.all,
+        samplePct,
+        scrub: opts.scrub ? { period, maxBytes } : undefined,
+      });
+      for (const p of r.problems) print(`DAMAGED METADATA: ${p}`);
+      for (const v of r.revisions) {
+        if (v.skipped) print(`${v.id} not checked: ${v.skipped}`);
+        else if (v.damage.length === 0) {
+          print(`${v.id} OK (${v.checked} blocks, ${formatBytes(v.bytes)} read)`);
+        } else {
+          print(`${v.id} DAMAGED: ${v.damage.length} block(s); ${v.damage.slice(0, 5).join("; ")}`);
+        }
+      }
+      if (opts.scrub) {
+        print(
+          `scrubbed ${r.revisions.length} revision(s), ${formatBytes(r.bytes)} read; ` +
+            `${r.overdue} not verified within ${opts.period}`,
+        );
+      }
+      const damaged = r.problems.length + r.revisions.filter((v) => v.damage.length).length;
+      if (damaged) throw new BackyError(`${damaged} damaged revision(s) in ${g().backupdir}`);
     });
 
   program.command("find")

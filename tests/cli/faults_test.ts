@@ -7,7 +7,6 @@ import {
   match as assertMatch,
   ok as assert,
 } from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import {
   assertIncludes,
@@ -15,6 +14,7 @@ import {
   backy,
   BLOCK,
   bytesEqual,
+  chunkOf,
   corrupt,
   expectOk,
   fileExists,
@@ -32,11 +32,6 @@ import {
 } from "../helpers.ts";
 
 /** Path of the chunk that stores `data` (design D3: chunks/<2 hex>/<64 hex>). */
-function chunkOf(job: string, data: Uint8Array): string {
-  const h = createHash("sha256").update(data).digest("hex");
-  return join(job, "chunks", h.slice(0, 2), h);
-}
-
 async function sparseCopy(from: string, to: string) {
   const r = await sh("cp", ["--sparse=always", from, to]);
   assertEquals(r.code, 0, r.err);
