@@ -84,8 +84,10 @@ export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyRe
     const result: VerifyResult = { revisions: [], problems: scan.problems, bytes: 0, overdue: 0 };
     for (const rev of chosen) {
       if (result.bytes >= budget) break;
-      // Verified today already (a fresh backup is read by its first scrub, whatever its age).
-      if (opts.scrub && rev.verifiedAtUs !== undefined && now - rev.verifiedAtUs / 1e6 < 86400) {
+      // Verified recently: today (a quarter of a short period). A fresh backup is read by
+      // its first scrub, whatever its age.
+      const recent = Math.min(86400, (opts.scrub?.period ?? 0) / 4);
+      if (opts.scrub && rev.verifiedAtUs !== undefined && now - rev.verifiedAtUs / 1e6 < recent) {
         continue;
       }
       const verdict = await verifyRevision(job, rev, pool, seen, opts.samplePct);

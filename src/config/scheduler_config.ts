@@ -2,6 +2,7 @@
  * The scheduler config file (spec 4.1): `global`, `schedules`, `jobs`, parsed into a typed
  * result. Every problem is one ConfigError `file:line: key.path: problem`.
  */
+import { parseSize } from "./duration.ts";
 import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../util/errors.ts";
 import { checkSource, duration, type SourceMapping } from "./source_config.ts";
@@ -60,6 +61,10 @@ export interface SchedulerConfig {
   backupTimeout: number;
   /** `check` is CRITICAL for a job whose last this many scheduled runs failed. */
   criticalFailures: number;
+  /** Scrub: every stored block re-read at least once per this many seconds; 0 = off. */
+  verifyEvery: number;
+  /** Scrub: at most this many bytes read per job per day (undefined: what coverage needs). */
+  verifyBudget?: number;
   /** Group (name or number) that may read the status file and the scheduler's log (0640). */
   monitoringGroup?: string;
   /** The HTTP endpoint; undefined = off. */
@@ -88,6 +93,8 @@ export const DEFAULT_HTTP_ADDRS: readonly string[] = ["::1", "127.0.0.1"];
 export const DEFAULT_CALLBACK_TIMEOUT = 60;
 /** A day: a backup running longer than a day-long interval is stuck, not slow. */
 export const DEFAULT_BACKUP_TIMEOUT = 86400;
+/** Scrub period (design D16): every stored block read again at least once a month. */
+export const DEFAULT_VERIFY_EVERY = 30 * 86400;
 export const DEFAULT_CRITICAL_FAILURES = 3;
 /** Bearer tokens shorter than this are refused: they could be guessed. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -105,6 +112,8 @@ const GLOBAL_KEYS = [
   "callback-timeout",
   "backup-timeout",
   "critical-failures",
+  "verify-every",
+  "verify-budget",
   "monitoring-group",
   "http-addrs",
   "http-port",
@@ -173,6 +182,8 @@ function parseGlobal(check: YamlChecker, at: Entry | undefined, configDir: strin
   const callbackTimeoutEntry = get("callback-timeout");
   const backupTimeoutEntry = get("backup-timeout");
   const criticalEntry = get("critical-failures");
+  const verifyEveryEntry = get("verify-every");
+  const verifyBudgetEntry = get("verify-budget");
   const groupEntry = get("monitoring-group");
   const result: GlobalSettings = {
     baseDir,
@@ -190,7 +201,23 @@ function parseGlobal(check: YamlChecker, at: Entry | undefined, configDir: strin
       ? duration(check, backupTimeoutEntry)
       : DEFAULT_BACKUP_TIMEOUT,
     criticalFailures: criticalEntry ? check.integer(criticalEntry, 1) : DEFAULT_CRITICAL_FAILURES,
+    verifyEvery: verifyEveryEntry
+      ? (check.scalar(verifyEveryEntry) === "off" ? 0 : duration(check, verifyEveryEntry))
+      : DEFAULT_VERIFY_EVERY,
   };
+  if (verifyBudgetEntry) {
+    const value = check.scalar(verifyBudgetEntry);
+    const bytes = typeof value === "string" || typeof value === "number"
+      ? parseSize(value)
+      : undefined;
+    if (bytes === undefined) {
+      check.fail(
+        verifyBudgetEntry,
+        `expected a size such as 50G, got ${check.describe(verifyBudgetEntry)}`,
+      );
+    }
+    result.verifyBudget = bytes;
+  }
   if (callbackEntry) result.completedCallback = program(check, callbackEntry, configDir);
   if (failedCallbackEntry) result.failedCallback = program(check, failedCallbackEntry, configDir);
   if (groupEntry) {

@@ -31,6 +31,8 @@ export type Reason =
   | "failed"
   | "verification"
   | "distrusted"
+  | "damaged"
+  | "unverified"
   | "never";
 
 export interface Problem {
@@ -130,6 +132,8 @@ const SUMMARY: Record<Reason, string> = {
   failed: "jobs with a failed run",
   verification: "jobs with failed verification",
   distrusted: "jobs with distrusted revisions",
+  damaged: "jobs with damaged revision files",
+  unverified: "jobs not scrubbed within verify-every",
   never: "jobs without a successful backup",
 };
 const ORDER: Reason[] = [
@@ -139,6 +143,8 @@ const ORDER: Reason[] = [
   "failed",
   "verification",
   "distrusted",
+  "damaged",
+  "unverified",
   "never",
 ];
 
@@ -153,7 +159,7 @@ function num(v: unknown): number | undefined {
  * seconds. Entries for jobs the config no longer has are ignored.
  */
 export function evaluate(
-  config: Pick<SchedulerConfig, "jobs" | "criticalFailures">,
+  config: Pick<SchedulerConfig, "jobs" | "criticalFailures"> & { verifyEvery?: number },
   entries: Record<string, unknown>[],
   now: number,
 ): CheckResult {
@@ -217,6 +223,26 @@ export function evaluate(
         severity: 1,
         reason: "distrusted",
         text: `${job}: ${distrusted} distrusted ${distrusted === 1 ? "revision" : "revisions"}`,
+      });
+    }
+    const damaged = Number.isInteger(e.damaged_metadata) ? e.damaged_metadata as number : 0;
+    if (damaged > 0) {
+      problems.push({
+        job,
+        severity: 1,
+        reason: "damaged",
+        text: `${job}: ${damaged} unreadable revision ${damaged === 1 ? "file" : "files"} ` +
+          "(see backy verify)",
+      });
+    }
+    const proven = parseStatusTime(e.oldest_verified);
+    const period = config.verifyEvery ?? 0;
+    if (period > 0 && proven !== undefined && now - proven > period) {
+      problems.push({
+        job,
+        severity: 1,
+        reason: "unverified",
+        text: `${job}: a revision not verified since ${e.oldest_verified} (scrub overdue)`,
       });
     }
     const since = parseStatusTime(e.since);

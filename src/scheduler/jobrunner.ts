@@ -42,7 +42,14 @@ export interface RunnerSettings {
   failedCallback?: string;
   /** Seconds. */
   callbackTimeout: number;
+  /** Scrub period in seconds (0: no scrubbing). */
+  verifyEvery: number;
+  /** Scrub byte budget per job and day. */
+  verifyBudget?: number;
 }
+
+/** A scrub runs at most this often per job (after a backup, in the same worker slot). */
+const SCRUB_EVERY = 20 * 3600;
 
 /** State worth keeping across scheduler restarts (read back from the status file). */
 export interface CarriedState {
@@ -66,6 +73,8 @@ interface ChildResult {
 }
 
 export class JobRunner {
+  /** When this runner last started a scrub (Unix seconds). */
+  private lastScrub = 0;
   state: RunnerState = "";
   next?: { time: number; tags: string[] };
   failures = 0;
@@ -200,9 +209,11 @@ export class JobRunner {
       failures: this.failures,
       revisions: s.completeCount,
       distrusted: s.distrustedCount,
+      damaged: s.damagedCount,
       storedBytes: s.storedBytes,
       since: this.since,
     };
+    if (s.oldestProven !== undefined) st.oldestVerified = s.oldestProven;
     if (s.newest) {
       st.lastTime = s.newest.time;
       st.lastDuration = s.newest.duration;
@@ -272,6 +283,17 @@ export class JobRunner {
     while (!this.stopping) {
       const now = Date.now() / 1000;
       this.next = this.computeNext(now);
+      const scrubAt = this.nextScrub(now, this.next.time);
+      if (scrubAt !== undefined) {
+        if (scrubAt <= now) {
+          if (!(await this.inWorkerSlot(() => this.scrub(now)))) break;
+        } else {
+          this.setState("waiting");
+          this.rescheduleFlag = false;
+          await this.sleepUntil(scrubAt);
+        }
+        continue; // the time has moved on: plan again
+      }
       this.setState("waiting");
       const planned = this.next;
       this.rescheduleFlag = false;
@@ -350,6 +372,61 @@ export class JobRunner {
     this.runningSince = undefined;
     await this.refresh();
     return outcome;
+  }
+
+  /**
+   * When to scrub before the next backup, if at all: scrubbing is on, the job has revisions,
+   * the last scrub is a day ago (less when the period is short, e.g. in tests), and the next
+   * backup is not about to start.
+   */
+  private nextScrub(now: number, nextBackup: number): number | undefined {
+    const { verifyEvery } = this.settings();
+    if (!verifyEvery || this.stopping || this.runNowFlag) return undefined;
+    if (this.summary.completeCount === 0) return undefined;
+    const every = Math.min(SCRUB_EVERY, verifyEvery / 4);
+    const at = Math.max(now, this.lastScrub + every);
+    return at < nextBackup - Math.min(60, every / 2) ? at : undefined;
+  }
+
+  /** Runs `fn` holding a worker slot; false when the runner stops while waiting for one. */
+  private async inWorkerSlot(fn: () => Promise<void>): Promise<boolean> {
+    this.setState("waiting for worker slot");
+    try {
+      await this.workers.acquire(this.abort.signal);
+    } catch {
+      return false; // stopping
+    }
+    try {
+      this.setState("running");
+      await fn();
+    } finally {
+      this.workers.release();
+    }
+    return true;
+  }
+
+  /**
+   * The scrub (issue 9): `backy verify --scrub` reads the stalest revisions within a budget
+   * that covers the job's data once per `verify-every`. In the job's own loop, between its
+   * backups: never at the same time as one.
+   */
+  private async scrub(now: number): Promise<void> {
+    const { verifyEvery, verifyBudget } = this.settings();
+    this.lastScrub = now;
+    const args = ["verify", "--scrub", "--period", `${Math.round(verifyEvery)}s`];
+    if (verifyBudget !== undefined) args.push("--max-bytes", String(verifyBudget));
+    try {
+      const r = await this.spawn(args);
+      if (r.code === 0) log.info("Scrub done", { job: this.name });
+      else {
+        log.error(`${this.name}: scrub found damage or failed: ${r.error ?? `exit ${r.code}`}`, {
+          job: this.name,
+        });
+      }
+    } catch (e) {
+      log.error("Cannot run the scrub", { job: this.name, error: errorMessage(e) });
+    }
+    await this.refresh();
   }
 
   /** `backup-completed-callback` after a success, `backup-failed-callback` after a failure. */

@@ -21,6 +21,8 @@ export interface QuickRevision {
   /** `stats.bytes_written`, 0 when missing (as parseRevision reads it). */
   bytesWritten: number;
   trust: Trust;
+  /** The last scrub's time (`verified_at`), if any. */
+  verifiedAtUs?: number;
 }
 
 /** A plain scalar that every YAML reader takes as the same string (or number) it reads as. */
@@ -210,6 +212,17 @@ export function quickRevision(whole: string, id: string): QuickRevision | undefi
   const trust = top.get("trust") ?? "trusted";
   if (trust !== "trusted" && trust !== "distrusted" && trust !== "verified") return undefined;
 
+  let verifiedAtUs: number | undefined;
+  const verified = top.get("verified_at");
+  if (verified !== undefined) {
+    if (verified === "" || NUMBER.test(verified) || SPECIAL_WORD.test(verified)) return undefined;
+    try {
+      verifiedAtUs = parseTimestamp(verified);
+    } catch {
+      return undefined;
+    }
+  }
+
   const rev: QuickRevision = {
     id,
     timestampUs,
@@ -218,5 +231,6 @@ export function quickRevision(whole: string, id: string): QuickRevision | undefi
     trust,
   };
   if (duration !== undefined) rev.duration = duration;
+  if (verifiedAtUs !== undefined) rev.verifiedAtUs = verifiedAtUs;
   return rev;
 }

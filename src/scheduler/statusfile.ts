@@ -29,6 +29,8 @@ export interface StatusEntry {
   last_bytes?: number;
   revisions?: number;
   distrusted?: number;
+  damaged_metadata?: number;
+  oldest_verified?: string;
   stored_bytes?: number;
   running_since?: string;
   progress?: string;
@@ -59,6 +61,8 @@ export function statusEntry(s: JobStatus): StatusEntry {
     last_bytes: s.lastBytes ?? 0,
     revisions: s.revisions,
     distrusted: s.distrusted,
+    damaged_metadata: s.damaged,
+    oldest_verified: time(s.oldestVerified),
     stored_bytes: s.storedBytes,
     since: time(s.since),
   };

@@ -15,6 +15,10 @@ export interface JobSummary {
   storedBytes: number;
   /** Set when the newest revision failed its verification (kept as evidence). */
   verificationFailed?: string;
+  /** Unix seconds when the least recently proven complete revision was last proven (scrub or backup). */
+  oldestProven?: number;
+  /** `.rev` files that cannot be read (damaged metadata: reported, never acted on). */
+  damagedCount: number;
   /** Directory mtime when read: a cheap "did anything change" test. */
   mtimeMs: number;
 }
@@ -23,6 +27,7 @@ export const EMPTY_SUMMARY: JobSummary = {
   lastByTag: new Map(),
   completeCount: 0,
   distrustedCount: 0,
+  damagedCount: 0,
   storedBytes: 0,
   mtimeMs: -1,
 };
@@ -36,7 +41,17 @@ interface RevFacts {
   bytesWritten: number;
   trust: Trust;
   error?: string;
+  verifiedAtUs?: number;
 }
+
+/** Stands for a `.rev` file that cannot be read (counted, otherwise ignored). */
+const DAMAGED: RevFacts = {
+  id: "",
+  timestampUs: -Infinity,
+  tags: [],
+  bytesWritten: 0,
+  trust: "distrusted",
+};
 
 /**
  * Job directories read at the same time. 2,000 jobs scanned at once only fill the I/O
@@ -76,6 +91,7 @@ function revisionFacts(text: string, file: string, id: string): RevFacts | undef
       bytesWritten: r.stats.bytes_written,
       trust: r.trust,
       error: r.error,
+      verifiedAtUs: r.verifiedAtUs,
     };
   } catch {
     return undefined;
@@ -95,7 +111,7 @@ async function readRevisions(dir: string): Promise<RevFacts[]> {
       continue; // removed meanwhile
     }
     const facts = revisionFacts(text, file, id);
-    if (facts) out.push(facts);
+    out.push(facts ?? DAMAGED);
   }
   return out.sort(byHistory);
 }
@@ -113,7 +129,7 @@ function readRevisionsSync(dir: string): RevFacts[] {
       continue;
     }
     const facts = revisionFacts(text, file, id);
-    if (facts) out.push(facts);
+    out.push(facts ?? DAMAGED);
   }
   return out.sort(byHistory);
 }
@@ -122,8 +138,12 @@ function summarize(revisions: RevFacts[], mtimeMs: number): JobSummary {
   const lastByTag = new Map<string, number>();
   let newest: JobSummary["newest"];
   let completeCount = 0, distrustedCount = 0, storedBytes = 0;
+  let oldestProven: number | undefined;
+  const damagedCount = revisions.filter((r) => r === DAMAGED).length;
+  revisions = revisions.filter((r) => r !== DAMAGED);
   for (const r of revisions) {
     if (typeof r.duration !== "number") continue;
+    oldestProven = Math.min(oldestProven ?? Infinity, (r.verifiedAtUs ?? r.timestampUs) / 1e6);
     completeCount++;
     if (r.trust === "distrusted") distrustedCount++;
     storedBytes += r.bytesWritten;
@@ -143,6 +163,8 @@ function summarize(revisions: RevFacts[], mtimeMs: number): JobSummary {
     distrustedCount,
     storedBytes,
     verificationFailed,
+    oldestProven,
+    damagedCount,
     mtimeMs,
   };
 }

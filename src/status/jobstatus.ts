@@ -43,6 +43,10 @@ export interface JobStatus {
   revisions: number;
   /** Complete revisions marked distrusted. */
   distrusted: number;
+  /** `.rev` files that cannot be read (damaged metadata). */
+  damaged: number;
+  /** When the least recently proven complete revision was last proven (scrub or backup). */
+  oldestVerified?: number;
   /** Sum of bytes written by the complete revisions (what `backy status` estimates). */
   storedBytes: number;
   /** Set when the newest revision failed its verification. */
@@ -98,6 +102,8 @@ export function jobJson(s: JobStatus): Record<string, unknown> {
     last_failure: iso(s.lastFailure),
     revisions: s.revisions,
     distrusted: s.distrusted,
+    damaged_metadata: s.damaged,
+    oldest_verified: iso(s.oldestVerified),
     stored_bytes: s.storedBytes,
     problem: s.problem ?? null,
     running_since: iso(s.runningSince),

@@ -97,6 +97,7 @@ Deno.test("full config parses into the typed result", () => {
     callbackTimeout: 60,
     backupTimeout: 86400,
     criticalFailures: 3,
+    verifyEvery: 30 * 86400,
     schedules: {
       default: DAILY_WEEKLY,
       hourly: { hourly: { interval: 3600, keep: 24 } },
@@ -466,7 +467,7 @@ Deno.test("unknown keys are rejected everywhere", () => {
     "backy.conf:3: global.base_dir: unknown key (expected base-dir, worker-limit, status-file, " +
       "status-interval, telnet-addrs, telnet-port, backup-completed-callback, " +
       "backup-failed-callback, callback-timeout, backup-timeout, critical-failures, " +
-      "monitoring-group, http-addrs, http-port, http-tokens, http-tls-cert or http-tls-key)",
+      "verify-every, verify-budget, monitoring-group, http-addrs, http-port, http-tokens, http-tls-cert or http-tls-key)",
   );
   assert.equal(
     errorOf(y("schedules:", "  default:", "    daily: {interval: 1d, keep: 9, max: 3}", "jobs:")),
@@ -1027,4 +1028,25 @@ Deno.test("http: non-loopback needs TLS and tokens; token errors never show the 
     "  b: abcdefghijklmnop0123",
   ));
   assert.equal(reused, 'backy.conf:5: global.http-tokens.b: same token as client "a"');
+});
+
+Deno.test("scrub keys: verify-every (a duration or off) and verify-budget (a size)", () => {
+  const base = ["global:", "  base-dir: /srv"];
+  const tail = ["schedules:", "  s: {daily: {interval: 1d, keep: 1}}", "jobs: {}"];
+  const parse = (...lines: string[]) =>
+    parseSchedulerConfig([...base, ...lines, ...tail].join("\n"), "backy.conf");
+  assert.equal(parse().verifyEvery, 30 * 86400);
+  assert.equal(parse().verifyBudget, undefined);
+  assert.equal(parse("  verify-every: 2w").verifyEvery, 14 * 86400);
+  assert.equal(parse("  verify-every: off").verifyEvery, 0);
+  assert.equal(parse("  verify-budget: 50G").verifyBudget, 50 * 1024 ** 3);
+  assert.equal(parse("  verify-budget: 1048576").verifyBudget, 1048576);
+  assert.throws(
+    () => parse("  verify-budget: lots"),
+    /backy.conf:3: global.verify-budget: expected a size such as 50G/,
+  );
+  assert.throws(
+    () => parse("  verify-every: soon"),
+    /backy.conf:3: global.verify-every: invalid duration/,
+  );
 });

@@ -112,6 +112,36 @@ Deno.test("evaluate: 2.1's SLA text; failures escalate; missing jobs; warnings",
   assert.ok(!r.text.includes("vm2_age"), "no age for a job without a backup");
 });
 
+Deno.test("evaluate: damaged revision files and an overdue scrub warn", () => {
+  const r = evaluate(config, [
+    entry("vm1", { damaged_metadata: 1 }),
+    // The default verify-every is 30 days; vm2's stalest revision was proven 40 days ago.
+    entry("vm2", { oldest_verified: "2024-03-22 12:00:00 UTC" }),
+  ], NOW);
+  assert.equal(r.code, 1);
+  assert.deepEqual(r.text.split("\n").slice(0, 3), [
+    "WARNING: 1 jobs with damaged revision files, 1 jobs not scrubbed within verify-every " +
+    "| jobs=2;;;0 problems=2;;;0",
+    "vm1: 1 unreadable revision file (see backy verify)",
+    "vm2: a revision not verified since 2024-03-22 12:00:00 UTC (scrub overdue)",
+  ]);
+  // Scrubbing off: no such warning; proven recently: none either.
+  const off = { ...config, verifyEvery: 0 };
+  assert.equal(
+    evaluate(off, [entry("vm1"), entry("vm2", { oldest_verified: "2024-03-22 12:00:00 UTC" })], NOW)
+      .code,
+    0,
+  );
+  assert.equal(
+    evaluate(
+      config,
+      [entry("vm1"), entry("vm2", { oldest_verified: "2024-04-22 12:00:00 UTC" })],
+      NOW,
+    ).code,
+    0,
+  );
+});
+
 Deno.test("perfdata labels and items per the guidelines", () => {
   assert.equal(perfLabel("vm1_age"), "vm1_age");
   assert.equal(perfLabel("vm's=x|y_age"), "'vm''s_x_y_age'");

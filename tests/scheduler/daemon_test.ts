@@ -200,6 +200,8 @@ Deno.test({
             "last_bytes",
             "revisions",
             "distrusted",
+            "damaged_metadata",
+            "oldest_verified",
             "stored_bytes",
             "since",
             ...(e.status === "running" ? ["running_since"] : []),

@@ -39,6 +39,7 @@ function facts(text: string, id: string) {
     trust: r.trust,
   };
   if (r.stats.duration !== undefined) out.duration = r.stats.duration;
+  if (r.verifiedAtUs !== undefined) out.verifiedAtUs = r.verifiedAtUs;
   return out;
 }
 
@@ -76,15 +77,10 @@ function randomRevision(r: ReturnType<typeof rng>, i: number): Revision {
     tags,
     backend: r.pick(["cow", "chunked"] as const),
     trust: r.pick(["trusted", "verified", "distrusted"] as const),
-    // Keys of other versions and of features to come (scrub's verified_at) are read past.
-    extra: r.pick([
-      {},
-      {},
-      {},
-      { type: "full", server: { name: "b1", url: "http://x:1" } },
-      { verified_at: "2024-05-01 10:00:00.123456+00:00" },
-    ]),
+    // Keys of other versions are read past.
+    extra: r.pick([{}, {}, {}, { type: "full", server: { name: "b1", url: "http://x:1" } }]),
   };
+  if (r.next() < 0.3) rev.verifiedAtUs = Math.floor(r.next() * 2e9) * 1e6 + r.int(1e6);
   if (r.next() < 0.1) rev.error = "verification of revision x failed: 1 of 3 blocks differ";
   return rev;
 }

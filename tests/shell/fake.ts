@@ -41,6 +41,7 @@ export function job(fields: Partial<JobStatus> & Pick<JobStatus, "job">): JobSta
     failures: 0,
     revisions: 0,
     distrusted: 0,
+    damaged: 0,
     storedBytes: 0,
     since: t("2024-01-01T00:00:00Z"),
     ...fields,
