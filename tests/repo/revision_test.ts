@@ -124,7 +124,13 @@ Deno.test("serialize: sorted keys, exact text, round trip keeps unknown keys", (
     ].join("\n"),
   );
   const back = parseRevision(text, "/j/x.rev", rev.id);
-  assertEquals(back, { ...rev, tags: ["daily", "weekly"], error: undefined, checksummed: true });
+  assertEquals(back, {
+    ...rev,
+    tags: ["daily", "weekly"],
+    error: undefined,
+    checksummed: true,
+    indexed: true,
+  });
 
   const failed = { ...rev, parent: null, trust: "distrusted" as const, error: "bad: 1 block" };
   const failedText = serializeRevision(failed);
