@@ -165,15 +165,18 @@ async function writeData(
       unchanged,
       zero,
     });
+    // Design D16: what this run wrote is read back; what it shares with its verified parent
+    // is proven by the index (the scrub re-reads that); `verify: full` reads back everything.
+    const full = job.config.verify === "full";
+    const blocks = full ? undefined : changedBlocks(copied.fresh);
     try {
+      await verifyAndHeal(job, store, pool, run, writer, copied, rev, parent, blocks);
+      rev.stats.read_back_blocks = blocks?.length ?? index.count;
       if (run.sample) {
         rev.stats.verified_blocks = await verifySample(pool, index, writer.ref, run.sample, rev.id);
         rev.stats.verification = "sampled";
         rev.stats.verification_method = run.sample.method;
-      } else {
-        await verifyAndHeal(job, store, pool, run, writer, copied, rev, parent);
-        rev.stats.verification = "full";
-      }
+      } else rev.stats.verification = full ? "full" : "changed";
     } catch (e) {
       if (!(e instanceof VerificationError)) await writer.abort();
       throw e;
@@ -186,7 +189,7 @@ async function writeData(
 }
 
 /**
- * Full verification (file sources), healing what it can (issue 9): a block that does not
+ * Verification against this run's source hashes, healing what it can (issue 9): a block that does not
  * match is moved aside (chunked) and stored once more from the source; only what still
  * differs fails the backup. Damage the new revision inherited from a cow parent (its clone)
  * is the parent's: that parent is marked distrusted, so no later backup clones it again.
@@ -200,9 +203,10 @@ async function verifyAndHeal(
   copied: Copied,
   rev: Revision,
   parent: Revision | undefined,
+  blocks: number[] | undefined,
 ): Promise<void> {
   const { index } = copied;
-  let bad = await checkBlocks(pool, index, writer.ref);
+  let bad = await checkBlocks(pool, index, writer.ref, blocks);
   if (bad.length === 0) return;
   const found = bad;
   let moved = await store.quarantine(damagedBlocks(index, bad));
@@ -251,6 +255,13 @@ async function verifyAndHeal(
     }
   }
   if (bad.length) throw verificationFailed(rev.id, index, bad, moved);
+}
+
+/** The blocks this run stored or punched (the ones to read back under design D16). */
+function changedBlocks(fresh: Uint8Array): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < fresh.length; i++) if (fresh[i]) out.push(i);
+  return out;
 }
 
 interface Copied {
@@ -331,8 +342,10 @@ async function copyBlocks(
         if (r.buffer) run.recycle(r.buffer);
         writer.stored(r.kind, r.digest, r.stored);
         idx.set(i, r.digest);
-        if (r.kind === "zero") c.zero++;
-        else if (r.kind === "same") c.unchanged++;
+        if (r.kind === "zero") {
+          c.zero++;
+          if (parent !== null) fresh![i] = 1; // a hole punched into the parent's data
+        } else if (r.kind === "same") c.unchanged++;
         else {
           c.changed++;
           c.written += length;

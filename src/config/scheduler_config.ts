@@ -38,6 +38,8 @@ export interface JobConfig {
   schedule: string;
   scheduleDef: ScheduleDef;
   backend?: "cow" | "chunked";
+  /** How backups of this job verify (design D16): `changed` (default) or `full`. */
+  verify?: "changed" | "full";
   /** The source mapping as written; the daemon copies it into the job's `config` file. */
   source: SourceMapping;
 }
@@ -122,7 +124,7 @@ const GLOBAL_KEYS = [
   "http-tls-key",
 ];
 const TAG_KEYS = ["interval", "keep"];
-const JOB_KEYS = ["schedule", "backend", "source"];
+const JOB_KEYS = ["schedule", "backend", "verify", "source"];
 const BACKENDS = ["cow", "chunked"] as const;
 
 /** Parse and validate config text. Pure: relative paths are resolved against dirname(file). */
@@ -407,6 +409,14 @@ function parseJobs(
     const { mapping } = checkSource(check, check.require(fields, "source", entry));
     const job: JobConfig = { name, schedule, scheduleDef: schedules[schedule], source: mapping };
     if (backend) job.backend = backend;
+    const verifyEntry = fields.get("verify");
+    if (verifyEntry) {
+      const value = check.string(verifyEntry);
+      if (value !== "changed" && value !== "full") {
+        check.fail(verifyEntry, `unknown verify mode ${quote(value)} (expected changed or full)`);
+      }
+      job.verify = value;
+    }
     jobs[name] = job;
   }
   return jobs;

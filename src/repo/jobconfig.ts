@@ -21,6 +21,12 @@ export interface JobDirConfig {
   /** Legacy 2.1 jobs have no backend key: their revisions are raw images (cow). */
   backend: Backend;
   schedule?: Record<string, { interval: number | string; keep: number }>;
+  /**
+   * How a backup proves its revision (design D16): `changed` reads back the blocks it wrote
+   * (what it shares with a verified parent is proven by the index; the scrub re-reads
+   * those), `full` reads back every block, as before. Default `changed`.
+   */
+  verify?: "changed" | "full";
 }
 
 export function parseJobConfig(text: string, file: string): JobDirConfig {
@@ -33,7 +39,7 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
     throw new BackyError(`invalid job config ${file}: not a YAML mapping`);
   }
-  const { type, backend, schedule, ...source } = data as Record<string, unknown>;
+  const { type, backend, schedule, verify, ...source } = data as Record<string, unknown>;
   if (typeof type !== "string" || !(SOURCE_TYPES as readonly string[]).includes(type)) {
     throw new BackyError(
       `unknown source type '${type}' in ${file} (known: ${SOURCE_TYPES.join(", ")})`,
@@ -52,12 +58,16 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
   if (schedule !== undefined && (schedule === null || typeof schedule !== "object")) {
     throw new BackyError(`job config ${file}: schedule must be a mapping`);
   }
+  if (verify !== undefined && verify !== "changed" && verify !== "full") {
+    throw new BackyError(`job config ${file}: verify must be 'changed' or 'full', not '${verify}'`);
+  }
   return {
     type: type as SourceType,
     source,
     settings,
     backend: backend === "chunked" ? "chunked" : "cow",
     schedule: schedule as JobDirConfig["schedule"],
+    ...(verify ? { verify: verify as "changed" | "full" } : {}),
   };
 }
 
@@ -83,6 +93,7 @@ export function jobSchedule(cfg: JobDirConfig, file: string): Schedule | undefin
 export function serializeJobConfig(cfg: Omit<JobDirConfig, "settings">): string {
   const out: Record<string, unknown> = { type: cfg.type, ...cfg.source, backend: cfg.backend };
   if (cfg.schedule) out.schedule = cfg.schedule;
+  if (cfg.verify) out.verify = cfg.verify;
   return YAML.stringify(out);
 }
 

@@ -492,7 +492,13 @@ export class JobRunner {
     for (const [tag, def] of Object.entries(this.cfg.scheduleDef)) {
       schedule[tag] = { interval: def.interval, keep: def.keep };
     }
-    const text = serializeJobConfig({ type: type as SourceType, source, backend, schedule });
+    const text = serializeJobConfig({
+      type: type as SourceType,
+      source,
+      backend,
+      schedule,
+      ...(this.cfg.verify ? { verify: this.cfg.verify } : {}),
+    });
     // It may hold a Consul token: owner only (D18).
     if (text !== previous) await atomicWrite(file, text, 0o600);
   }

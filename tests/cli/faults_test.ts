@@ -32,6 +32,12 @@ import {
 } from "../helpers.ts";
 
 /** Path of the chunk that stores `data` (design D3: chunks/<2 hex>/<64 hex>). */
+/** `verify: full` in the job's config: backups read back every block, not only new ones. */
+async function verifyFull(job: string) {
+  const cfg = join(job, "config");
+  await Deno.writeTextFile(cfg, (await Deno.readTextFile(cfg)) + "verify: full\n");
+}
+
 async function sparseCopy(from: string, to: string) {
   const r = await sh("cp", ["--sparse=always", from, to]);
   assertEquals(r.code, 0, r.err);
@@ -225,6 +231,7 @@ Deno.test("cow: damage in the clone is healed from the source; a rotten parent i
   try {
     const { src, job, v1 } = await backedUpJob(dir, [101, 102, 0], "cow");
     const [A] = await revisions(job);
+    await verifyFull(job); // every block read back, inherited ones too (design D16's option)
 
     await t.step(
       "a block damaged in the clone: stored again, the parent stays trusted",
@@ -296,6 +303,7 @@ Deno.test("chunked: a rotten chunk is moved aside and stored anew in the same ru
   try {
     const { src, job, v1 } = await backedUpJob(dir, [111, 0, 112], "chunked");
     const [A] = await revisions(job);
+    await verifyFull(job); // every block read back, inherited ones too (design D16's option)
 
     await t.step("a new block deduplicated against a rotten chunk", async () => {
       // The chunk for the next source block already exists, but rotten: the backup

@@ -263,3 +263,33 @@ Deno.test("a verify killed midway leaves every revision intact; expire cleans le
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("design D16: a backup reads back what it wrote; rot in what it shares is the scrub's", async () => {
+  const dir = await tempDir();
+  try {
+    const { src, job, v1 } = await backedUpJob(dir, [81, 82, 83, 0], "chunked");
+    const [A] = await revisions(job);
+    assertEquals(A.raw.stats && (A.raw.stats as Record<string, unknown>).read_back_blocks, 3);
+    // One block changes: only it is read back.
+    await writeImage(src, [81, 84, 83, 0]);
+    expectOk(await backy(["-b", job, "backup", "daily"]));
+    const B = (await revisions(job))[1];
+    const stats = B.raw.stats as Record<string, unknown>;
+    assertEquals([stats.verification, stats.read_back_blocks], ["changed", 1]);
+    // Rot in a block B shares with A: the next backup does not read it, so it succeeds...
+    const chunk = chunkOf(job, randomBytes(BLOCK, 81));
+    await corrupt(chunk, 10, new Uint8Array([7, 7]));
+    expectOk(await backy(["-b", job, "backup", "daily"]));
+    // ...and the scrub finds it, moves it aside, and the next backup stores it anew.
+    const bad = await backy(["-b", job, "verify", "--all"]);
+    assertEquals(bad.code, 1);
+    assertIncludes(bad.stdout, `block 0 (offset 0): chunk ${chunk} is corrupt`);
+    expectOk(await backy(["-b", job, "backup", "daily"]));
+    expectOk(await backy(["-b", job, "verify", "--all"]));
+    const out = join(dir, "a.img");
+    expectOk(await backy(["-b", job, "restore", "-r", A.id, out]));
+    assert(await filesEqual(out, v1));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
