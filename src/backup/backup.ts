@@ -44,6 +44,12 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
   const source = sourceFor(job.path, job.config.settings);
   const lock = await job.lockBackup();
   const readLock = await job.lockRead();
+  // A remote store (s3) holds the job for this run and syncs its revisions first.
+  const claim = await store.claim?.("backup").catch((e) => {
+    readLock.release();
+    lock.release();
+    throw e;
+  });
   try {
     const scan = await job.scan();
     for (const p of scan.problems) log.warning(p);
@@ -83,6 +89,7 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
     }
     rev.stats.duration = Math.round((Date.now() - start) / 100) / 10;
     await job.writeRevision(rev, 0o440);
+    await store.publish?.(rev);
     await job.setLast(rev.id, store.imageName(rev.id));
     log.info("Backup complete", {
       id: rev.id,
@@ -92,6 +99,7 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
     await source.finish(rev);
     return { revision: rev };
   } finally {
+    await claim?.release();
     readLock.release();
     lock.release();
   }
