@@ -214,3 +214,10 @@ async function which(name: string): Promise<boolean> {
   }
   return false;
 }
+
+/** Deletes an object directly (e.g. metadata another host removed). */
+export async function deleteObject(gw: Gateway, bucket: string, key: string) {
+  const r = await aws(gw).fetch(`${gw.endpoint}/${bucket}/${key}`, { method: "DELETE" });
+  await r.body?.cancel();
+  if (r.status !== 204 && r.status !== 200) throw new Error(`delete ${key}: ${r.status}`);
+}
