@@ -180,7 +180,7 @@ Deno.test("scheduler config: global.s3 is validated at its line and copied into 
     err(text(["bucket: shared", "uploads: 100"])),
     /^b\.conf:4: .*expected an integer from 1 to 64/,
   );
-  const noS3 = text(["bucket: x"]).replace(/global:\n  s3:\n    bucket: x\n/, "");
+  const noS3 = text(["bucket: x"]).split("\n").slice(3).join("\n");
   assert.match(err(noS3), /b\.conf:7: .*backend s3 needs an s3 section in global/);
 });
 
