@@ -313,3 +313,73 @@ s3Test(
     }
   },
 );
+
+s3Test(gw, "s3: expire and tags publish to the bucket; pull on another host follows", async (g) => {
+  const dir = await tempDir();
+  try {
+    const bucket = await newBucket(g);
+    const img = join(dir, "img");
+    await Deno.writeFile(img, image(71));
+    const a = join(dir, "a");
+    await initJob(g, a, img, bucket, "host-a");
+    // A schedule as the scheduler writes it: keep 1 "daily" (every second here).
+    const cfg = YAML.parse(await Deno.readTextFile(join(a, "config")));
+    cfg.schedule = { daily: { interval: 1, keep: 1 } };
+    await Deno.writeTextFile(join(a, "config"), YAML.stringify(cfg), { mode: 0o600 });
+    await ok(g, ["-b", a, "backup", "daily"]);
+    await patchFile(img, 0, 100, 72);
+    await ok(g, ["-b", a, "backup", "daily"]);
+    const other = join(dir, "other");
+    await ok(g, ["-b", other, "init", "s3", `${bucket}/a`]);
+    assertEquals((await statusJson(g, other)).length, 2);
+
+    await ok(g, ["-b", a, "tags", "-r", "0", "add", "manual:keep"]);
+    await new Promise((r) => setTimeout(r, 2100)); // both older than keep × interval
+    await ok(g, ["-b", a, "expire"]); // the older revision loses 'daily' and goes
+    const left = await statusJson(g, a);
+    assertEquals(left.length, 1);
+    const revs = (await listKeys(g, bucket, "jobs/a/")).map((o) => o.key).filter((k) =>
+      k.endsWith(".rev")
+    );
+    assertEquals(revs, [`jobs/a/${left[0].id}.rev`]);
+    const pulled = await ok(g, ["-b", other, "pull"]);
+    assert(pulled.stdout.includes("1 revision(s) fetched, 1 removed"), pulled.stdout);
+    const there = await statusJson(g, other);
+    assertEquals(there.map((r: { id: string; tags: string[] }) => [r.id, r.tags]), [
+      [left[0].id, ["daily", "manual:keep"]],
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+s3Test(gw, "s3: a credentials file others can read is refused; secrets never logged", async (g) => {
+  const dir = await tempDir();
+  try {
+    const bucket = await newBucket(g);
+    const img = join(dir, "img");
+    await Deno.writeFile(img, image(81));
+    const creds = join(dir, "creds");
+    await Deno.writeTextFile(
+      creds,
+      `[backup]\naws_access_key_id=${g.accessKeyId}\naws_secret_access_key=${g.secretAccessKey}\n`,
+      { mode: 0o644 },
+    );
+    await Deno.chmod(creds, 0o644);
+    await initJob(g, join(dir, "vm"), img, bucket);
+    await setS3(join(dir, "vm"), { "credentials-file": creds, profile: "backup" });
+    const env = { ...g.env, AWS_ACCESS_KEY_ID: "", AWS_SECRET_ACCESS_KEY: "" };
+    const log = join(dir, "backy.log");
+    const r = await backy(["-l", log, "-b", join(dir, "vm"), "backup", "manual:x"], { env });
+    assertEquals(r.code, 1);
+    assert(/credentials file .*creds is readable by others .*chmod 600/.test(r.stderr), r.stderr);
+    await Deno.chmod(creds, 0o600);
+    const r2 = await backy(["-l", log, "-v", "-b", join(dir, "vm"), "backup", "manual:x"], { env });
+    assertEquals(r2.code, 0, r2.stderr);
+    const text = await Deno.readTextFile(log);
+    assert(text.includes("Backup complete"));
+    assert(!text.includes(g.secretAccessKey), "the secret key is in the log");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
