@@ -12,7 +12,7 @@
  */
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { logger } from "../util/log.ts";
-import { BlockIndex, hex } from "../repo/index_file.ts";
+import { BlockIndex } from "../repo/index_file.ts";
 import type { S3Client } from "./s3_client.ts";
 import {
   chunkOfKey,
@@ -56,10 +56,66 @@ export interface GcStep {
   waiting: number;
 }
 
+/** What marking found: `has(hex digest)`. */
+export interface Referenced {
+  has(digestHex: string): boolean;
+}
+
+/**
+ * Referenced digests as sorted 64-bit prefixes: 8 bytes per chunk instead of a ~100-byte
+ * string (380 M chunks: 3 GB, not 40 GB). Two digests sharing a prefix only keep a chunk
+ * that could have gone, never the other way round.
+ */
+export class PrefixSet implements Referenced {
+  private buf = new BigUint64Array(4096);
+  private n = 0;
+  private sorted = true;
+
+  add(digest: Uint8Array): void {
+    if (this.n === this.buf.length) {
+      const bigger = new BigUint64Array(this.buf.length * 2);
+      bigger.set(this.buf);
+      this.buf = bigger;
+    }
+    this.buf[this.n++] = new DataView(digest.buffer, digest.byteOffset, 8).getBigUint64(0);
+    this.sorted = false;
+  }
+
+  get size(): number {
+    this.sort();
+    return this.n;
+  }
+
+  has(digestHex: string): boolean {
+    this.sort();
+    const key = BigInt(`0x${digestHex.slice(0, 16)}`);
+    let lo = 0, hi = this.n - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = this.buf[mid];
+      if (v === key) return true;
+      if (v < key) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return false;
+  }
+
+  private sort(): void {
+    if (this.sorted) return;
+    const view = this.buf.subarray(0, this.n).sort();
+    let w = 0;
+    for (let r = 0; r < view.length; r++) {
+      if (r === 0 || view[r] !== view[w - 1]) view[w++] = view[r];
+    }
+    this.n = w;
+    this.sorted = true;
+  }
+}
+
 /** Chunks no index references and not modified since `cutoff` (server ms): pure. */
 export function condemn(
   chunks: Iterable<{ digest: string; lastModified: number }>,
-  referenced: Set<string>,
+  referenced: Referenced,
   cutoff: number,
 ): { condemned: string[]; kept: number } {
   const condemned: string[] = [];
@@ -75,14 +131,14 @@ export function condemn(
 export function sweepable(
   condemned: Set<string>,
   keep: Set<string>,
-  referenced: Set<string>,
+  referenced: Referenced,
 ): string[] {
   return [...condemned].filter((d) => !keep.has(d) && !referenced.has(d));
 }
 
 /** Every chunk digest any job's index references; any unreadable index throws. */
-export async function markAll(client: S3Client): Promise<Set<string>> {
-  const referenced = new Set<string>();
+export async function markAll(client: S3Client): Promise<PrefixSet> {
+  const referenced = new PrefixSet();
   for await (const obj of client.list(JOBS)) {
     if (!obj.key.endsWith(".index")) continue;
     const bytes = await client.get(obj.key);
@@ -94,7 +150,7 @@ export async function markAll(client: S3Client): Promise<Set<string>> {
       throw new BackyError(`not collecting garbage: ${errorMessage(e)}`);
     }
     for (let i = 0; i < index.count; i++) {
-      if (!index.isZero(i)) referenced.add(hex(index.digest(i)));
+      if (!index.isZero(i)) referenced.add(index.digest(i));
     }
   }
   return referenced;

@@ -19,7 +19,7 @@ import {
   isLive,
   jobFileOfKey,
 } from "../../src/store/s3_layout.ts";
-import { condemn, sweepable } from "../../src/store/s3_gc.ts";
+import { condemn, PrefixSet, sweepable } from "../../src/store/s3_gc.ts";
 import { planPull } from "../../src/store/s3_sync.ts";
 import { leaseConflict } from "../../src/store/s3_lease.ts";
 
@@ -294,4 +294,23 @@ Deno.test("sync plan: download, push the unpublished, drop what another host rem
     { do: "remove-local", id: "r4" },
     { do: "push", id: "r5" },
   ]);
+});
+
+Deno.test("gc marking: a compact prefix set; a shared prefix only keeps more", () => {
+  const d = (first: number, rest: number) => {
+    const out = new Uint8Array(32).fill(rest);
+    out[0] = first;
+    return out;
+  };
+  const hexOf = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  const set = new PrefixSet();
+  for (let i = 0; i < 5000; i++) set.add(d(i % 251, i % 7)); // duplicates collapse
+  assert.equal(set.size, 251 * 7); // the (i % 251, i % 7) pairs repeat every 1757
+  assert.equal(set.has(hexOf(d(3, 3))), true);
+  assert.equal(set.has(hexOf(d(3, 200))), false);
+  const twin = d(3, 3);
+  twin[31] = 0x99; // same first 8 bytes: counted as referenced (kept)
+  assert.equal(set.has(hexOf(twin)), true);
+  const chunks = [d(9, 100), d(9, 2)].map((x) => ({ digest: hexOf(x), lastModified: 0 }));
+  assert.deepEqual(condemn(chunks, set, 1), { condemned: [hexOf(d(9, 100))], kept: 1 });
 });
