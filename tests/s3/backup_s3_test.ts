@@ -383,3 +383,47 @@ s3Test(gw, "s3: a credentials file others can read is refused; secrets never log
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+s3Test(gw, "s3: a chunked job moves into the bucket as it is (same chunk format)", async (g) => {
+  const dir = await tempDir();
+  try {
+    const bucket = await newBucket(g);
+    const img = join(dir, "img");
+    await Deno.writeFile(img, image(91));
+    const data = await Deno.readFile(img);
+    const local = join(dir, "local");
+    await ok(g, ["-b", local, "init", "--backend", "chunked", "file", img]);
+    await ok(g, ["-b", local, "backup", "manual:x"]);
+    // Copy it as an operator would with rclone/s3cmd: chunk files, index, .rev, config.
+    for await (const d of Deno.readDir(join(local, "chunks"))) {
+      for await (const f of Deno.readDir(join(local, "chunks", d.name))) {
+        const bytes = await Deno.readFile(join(local, "chunks", d.name, f.name));
+        await putObject(g, bucket, `chunks/${d.name}/${f.name}`, bytes);
+      }
+    }
+    const id = (await statusJson(g, local))[0].id;
+    await putObject(
+      g,
+      bucket,
+      `jobs/moved/${id}.index`,
+      await Deno.readFile(join(local, `${id}.index`)),
+    );
+    const rev = (await Deno.readTextFile(join(local, `${id}.rev`))).replace(
+      "backend: chunked",
+      "backend: s3",
+    );
+    await putObject(g, bucket, `jobs/moved/${id}.rev`, new TextEncoder().encode(rev));
+    const cfg =
+      `type: file\nfilename: ${img}\nbackend: s3\ns3:\n  bucket: ${bucket}\n  job: moved\n`;
+    await putObject(g, bucket, "jobs/moved/config", new TextEncoder().encode(cfg));
+    const moved = join(dir, "moved");
+    await ok(g, ["-b", moved, "init", "s3", `${bucket}/moved`]);
+    sameBytes(await restoreBytes(g, moved, "0"), data, "moved job");
+    // And it carries on in the bucket: nothing is uploaded again for unchanged blocks.
+    const before = (await chunkKeys(g, bucket)).length;
+    await ok(g, ["-b", moved, "backup", "manual:y"]);
+    assertEquals((await chunkKeys(g, bucket)).length, before);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
