@@ -280,6 +280,15 @@ export function spawnBacky(
   }).spawn();
 }
 
+/**
+ * A `.rev` text edited the way an operator (or another tool) would, then given a valid
+ * checksum again (the first line covers the rest: sha256 of it), so it reads as written.
+ */
+export function editRevText(text: string, edit: (body: string) => string): string {
+  const body = edit(text.startsWith("checksum: ") ? text.slice(text.indexOf("\n") + 1) : text);
+  return `checksum: sha256:${createHash("sha256").update(body).digest("hex")}\n${body}`;
+}
+
 /** The chunk file that stores `data` in a chunked job (named by the SHA-256 of the block). */
 export function chunkOf(job: string, data: Uint8Array): string {
   const h = createHash("sha256").update(data).digest("hex");

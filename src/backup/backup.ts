@@ -51,6 +51,7 @@ export async function markDistrusted(job: JobDir, rev: Revision, damage: string[
   rev.trust = "distrusted";
   rev.damage = [...new Set([...(rev.damage ?? []), ...damage])].slice(0, 20);
   await job.writeRevision(rev, isComplete(rev) ? 0o440 : 0o640);
+  await storeFor(job, rev.backend).publish?.(rev);
 }
 
 export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome> {
@@ -58,6 +59,12 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
   const source = sourceFor(job.path, job.config.settings);
   const lock = await job.lockBackup();
   const readLock = await job.lockRead();
+  // A remote store (s3) holds the job for this run and syncs its revisions first.
+  const claim = await store.claim?.("backup").catch((e) => {
+    readLock.release();
+    lock.release();
+    throw e;
+  });
   try {
     const scan = await job.scan();
     for (const p of scan.problems) log.warning(p);
@@ -110,6 +117,7 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
     }
     rev.stats.duration = Math.round((Date.now() - start) / 100) / 10;
     await job.writeRevision(rev, 0o440);
+    await store.publish?.(rev);
     await job.setLast(rev.id, store.imageName(rev.id));
     log.info("Backup complete", {
       id: rev.id,
@@ -119,6 +127,7 @@ export async function backup(job: JobDir, tags: string[]): Promise<BackupOutcome
     await source.finish(rev);
     return { revision: rev };
   } finally {
+    await claim?.release();
     readLock.release();
     lock.release();
   }

@@ -32,6 +32,11 @@ export async function expireJob(
     );
   }
   const lock = await job.lockBackup();
+  const jobStore = storeFor(job);
+  const claim = opts.dryRun ? undefined : await jobStore.claim?.("expire").catch((e) => {
+    lock.release();
+    throw e;
+  });
   try {
     const scan = await job.scan();
     for (const p of scan.problems) log.warning(p);
@@ -54,9 +59,10 @@ export async function expireJob(
       log.info("Expiring tags", { id, removed: untagged.get(id)!.join(",") });
       rev.tags = tags;
       await job.writeRevision(rev, 0o440);
+      await storeFor(job, rev.backend).publish?.(rev);
     }
     const result: ExpireResult = { retagged: plan.retag.size, untagged, removed: [] };
-    const store = storeFor(job);
+    const store = jobStore;
     let purge;
     try {
       purge = await job.lockPurge();
@@ -81,6 +87,7 @@ export async function expireJob(
     }
     return result;
   } finally {
+    await claim?.release();
     lock.release();
   }
 }

@@ -64,6 +64,12 @@ function provenAt(rev: Revision): number {
 export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyResult> {
   const lock = await job.lockBackup();
   const readLock = await job.lockRead();
+  // A remote store (s3) holds the job while this run records its verdicts.
+  const claim = await storeFor(job).claim?.("verify").catch((e) => {
+    readLock.release();
+    lock.release();
+    throw e;
+  });
   const pool = new WorkerPool();
   const now = opts.now ?? Date.now() / 1000;
   try {
@@ -102,6 +108,7 @@ export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyRe
     return result;
   } finally {
     pool.terminate();
+    await claim?.release();
     readLock.release();
     lock.release();
   }
@@ -206,6 +213,7 @@ async function record(
   } else return;
   try {
     await job.writeRevision(rev, 0o440);
+    await storeFor(job, rev.backend).publish?.(rev);
   } catch (e) {
     throw new BackyError(`cannot record the verification of ${rev.id}: ${errorMessage(e)}`);
   }

@@ -11,6 +11,7 @@ import { jobSchedule } from "../repo/jobconfig.ts";
 import { MANUAL_PREFIX, tagsExpiryDrops } from "../repo/retention.ts";
 import { isComplete, type Revision } from "../repo/revision.ts";
 import { resolveSpec } from "../repo/spec.ts";
+import { storeFor } from "../store/store.ts";
 
 const log = logger("tags");
 
@@ -57,6 +58,10 @@ export async function changeTags(
     throw new BackyError(`unknown tags action '${action}' (expected add, remove or set)`);
   }
   const lock = await job.lockBackup();
+  const claim = await storeFor(job).claim?.("tags").catch((e) => {
+    lock.release();
+    throw e;
+  });
   try {
     const scan = await job.scan();
     for (const p of scan.problems) log.warning(p);
@@ -78,9 +83,11 @@ export async function changeTags(
       });
     }
     await job.writeRevision(rev, 0o440);
+    await storeFor(job, rev.backend).publish?.(rev);
     log.info("Tags changed", { id: rev.id, before, after: rev.tags.join(",") });
     return rev;
   } finally {
+    await claim?.release();
     lock.release();
   }
 }

@@ -18,7 +18,8 @@ import { runScheduler } from "../scheduler/daemon.ts";
 import { check } from "../scheduler/check.ts";
 import { planJson, planRuns, planTable } from "../scheduler/plan.ts";
 import { SOURCE_TYPES, sourceFromCli } from "../repo/jobconfig.ts";
-import { init, redactArgv } from "./init.ts";
+import { init, initFromBucket, redactArgv, s3SettingsFor } from "./init.ts";
+import type { S3Store } from "../store/s3.ts";
 import { changeTags, checkTags, parseTags } from "../backup/tags.ts";
 import { verify } from "../backup/scrub.ts";
 import { parseDuration, parseSize } from "../config/duration.ts";
@@ -86,23 +87,64 @@ export function buildProgram(): Command {
   const g = () => program.opts() as Globals;
 
   program.command("init")
-    .description("create a job directory for a source")
-    .argument("<type>", "source type: file, ceph-rbd, flyingcircus")
-    .argument("<source>", "file: PATH; ceph-rbd: POOL/IMAGE; flyingcircus: POOL/IMAGE,VM[,TOKEN]")
-    .option("--backend <backend>", "storage backend: cow or chunked (default: probe for reflink)")
+    .description("create a job directory for a source (or for a job kept in an s3 bucket)")
+    .argument("<type>", "source type: file, ceph-rbd, flyingcircus; or s3 (a job in a bucket)")
+    .argument(
+      "<source>",
+      "file: PATH; ceph-rbd: POOL/IMAGE; flyingcircus: POOL/IMAGE,VM[,TOKEN]; s3: BUCKET/JOB",
+    )
+    .option(
+      "--backend <backend>",
+      "storage backend: cow, chunked or s3 (default: probe for reflink)",
+    )
+    .option("--bucket <bucket>", "s3 backend: the bucket (default: global.s3 of the config)")
+    .option("-c, --config <file>", "scheduler config whose global.s3 to use", DEFAULT_CONFIG)
     .action(async (type, source, opts) => {
-      if (!(SOURCE_TYPES as readonly string[]).includes(type)) {
-        throw new UsageError(`unknown source type '${type}' (known: ${SOURCE_TYPES.join(", ")})`);
+      if (type === "s3") {
+        const [bucket, job, ...rest] = source.split("/");
+        if (!bucket || !job || rest.length) {
+          throw new UsageError("init s3 needs BUCKET/JOB (the job's name in the bucket)");
+        }
+        const s3 = await s3SettingsFor(opts.config, bucket, job);
+        await initFromBucket(g().backupdir, s3!);
+        return;
       }
-      if (opts.backend !== undefined && opts.backend !== "cow" && opts.backend !== "chunked") {
-        throw new UsageError(`unknown backend '${opts.backend}' (known: cow, chunked)`);
+      if (!(SOURCE_TYPES as readonly string[]).includes(type)) {
+        throw new UsageError(
+          `unknown source type '${type}' (known: ${SOURCE_TYPES.join(", ")}, s3)`,
+        );
+      }
+      if (
+        opts.backend !== undefined && !["cow", "chunked", "s3"].includes(opts.backend)
+      ) {
+        throw new UsageError(`unknown backend '${opts.backend}' (known: cow, chunked, s3)`);
+      }
+      if (opts.bucket !== undefined && opts.backend !== "s3") {
+        throw new UsageError("--bucket goes with --backend s3");
       }
       try {
         sourceFromCli(type, source);
       } catch (e) {
         throw new UsageError(errorMessage(e));
       }
-      await init(g().backupdir, type, source, opts.backend);
+      const s3 = opts.backend === "s3" ? await s3SettingsFor(opts.config, opts.bucket) : undefined;
+      await init(g().backupdir, type, source, opts.backend, s3);
+    });
+
+  program.command("pull")
+    .description("s3 jobs: bring the job directory up to date with the bucket")
+    .action(async () => {
+      const job = await openJob(g());
+      const store = storeFor(job);
+      if (store.backend !== "s3") {
+        throw new BackyError(`${job.path} uses the ${store.backend} backend; pull is for s3 jobs`);
+      }
+      const actions = await (store as unknown as S3Store).pull();
+      print(
+        `${actions.filter((a) => a.do === "download").length} revision(s) fetched, ` +
+          `${actions.filter((a) => a.do === "remove-local").length} removed, ` +
+          `${actions.filter((a) => a.do === "push").length} published`,
+      );
     });
 
   program.command("backup")
@@ -321,7 +363,8 @@ export function buildProgram(): Command {
 /** Where console log records go: never into data or machine-read output on stdout. */
 function consoleFor(command: string, args: readonly string[]): "stdout" | "stderr" {
   if (
-    command === "backup" || command === "init" || command === "scheduler" || command === "expire"
+    command === "backup" || command === "init" || command === "scheduler" ||
+    command === "expire" || command === "pull"
   ) {
     return "stdout";
   }

@@ -7,6 +7,7 @@ import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../util/errors.ts";
 import { checkSource, duration, type SourceMapping } from "./source_config.ts";
 import { parseAddress } from "./address.ts";
+import { type S3Settings, validateS3 } from "./s3_config.ts";
 import {
   type Entry,
   listOf,
@@ -37,7 +38,9 @@ export interface JobConfig {
   name: string;
   schedule: string;
   scheduleDef: ScheduleDef;
-  backend?: "cow" | "chunked";
+  backend?: "cow" | "chunked" | "s3";
+  /** backend s3: global `s3` with this job's name; copied into the job's `config`. */
+  s3?: S3Settings;
   /** How backups of this job verify (design D16): `changed` (default) or `full`. */
   verify?: "changed" | "full";
   /** The source mapping as written; the daemon copies it into the job's `config` file. */
@@ -71,6 +74,8 @@ export interface SchedulerConfig {
   monitoringGroup?: string;
   /** The HTTP endpoint; undefined = off. */
   http?: HttpConfig;
+  /** `s3`: the bucket shared by this host's s3 jobs (and other hosts'). */
+  s3?: S3Settings;
   schedules: Record<string, ScheduleDef>;
   jobs: Record<string, JobConfig>;
 }
@@ -122,10 +127,11 @@ const GLOBAL_KEYS = [
   "http-tokens",
   "http-tls-cert",
   "http-tls-key",
+  "s3",
 ];
 const TAG_KEYS = ["interval", "keep"];
 const JOB_KEYS = ["schedule", "backend", "verify", "source"];
-const BACKENDS = ["cow", "chunked"] as const;
+const BACKENDS = ["cow", "chunked", "s3"] as const;
 
 /** Parse and validate config text. Pure: relative paths are resolved against dirname(file). */
 export function parseSchedulerConfig(text: string, file: string): SchedulerConfig {
@@ -236,7 +242,34 @@ function parseGlobal(check: YamlChecker, at: Entry | undefined, configDir: strin
   }
   const http = parseHttp(check, fields, configDir);
   if (http) result.http = http;
+  const s3Entry = get("s3");
+  if (s3Entry) result.s3 = parseS3(check, s3Entry, configDir);
   return result;
+}
+
+/** `s3:` of `global`, validated by config/s3_config.ts; errors at the key's line. */
+function parseS3(check: YamlChecker, at: Entry, configDir: string): S3Settings {
+  const fields = check.fields(at, [
+    "endpoint",
+    "bucket",
+    "region",
+    "credentials-file",
+    "profile",
+    "host",
+    "lease-ttl",
+    "gc-grace",
+    "gc-interval",
+    "uploads",
+    "attempts",
+  ], { what: "a mapping with at least bucket" });
+  const raw: Record<string, unknown> = {};
+  for (const [k, e] of fields) raw[k] = check.scalar(e);
+  const s3 = validateS3(
+    raw,
+    (key, problem) => check.fail(key ? fields.get(key) ?? at : at, problem),
+  );
+  if (s3.credentialsFile) s3.credentialsFile = configPath(configDir, s3.credentialsFile);
+  return s3;
 }
 
 /**
@@ -409,6 +442,10 @@ function parseJobs(
     const { mapping } = checkSource(check, check.require(fields, "source", entry));
     const job: JobConfig = { name, schedule, scheduleDef: schedules[schedule], source: mapping };
     if (backend) job.backend = backend;
+    if (backend === "s3") {
+      if (!global.s3) check.fail(backendEntry!, "backend s3 needs an s3 section in global");
+      job.s3 = { ...global.s3, job: name };
+    }
     const verifyEntry = fields.get("verify");
     if (verifyEntry) {
       const value = check.string(verifyEntry);

@@ -8,6 +8,7 @@ import { SOURCE_TYPES, type SourceSettings, validateSource } from "../config/sou
 import type { Backend } from "./revision.ts";
 import type { Schedule } from "./retention.ts";
 import { parseDuration } from "../config/duration.ts";
+import { type S3Settings, serializeS3, validateS3 } from "../config/s3_config.ts";
 
 export { SOURCE_TYPES };
 export type SourceType = typeof SOURCE_TYPES[number];
@@ -27,6 +28,8 @@ export interface JobDirConfig {
    * those), `full` reads back every block, as before. Default `changed`.
    */
   verify?: "changed" | "full";
+  /** Where an s3 job's data lives (backend s3 only). */
+  s3?: S3Settings;
 }
 
 export function parseJobConfig(text: string, file: string): JobDirConfig {
@@ -39,7 +42,7 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
     throw new BackyError(`invalid job config ${file}: not a YAML mapping`);
   }
-  const { type, backend, schedule, verify, ...source } = data as Record<string, unknown>;
+  const { type, backend, schedule, verify, s3, ...source } = data as Record<string, unknown>;
   if (typeof type !== "string" || !(SOURCE_TYPES as readonly string[]).includes(type)) {
     throw new BackyError(
       `unknown source type '${type}' in ${file} (known: ${SOURCE_TYPES.join(", ")})`,
@@ -49,12 +52,19 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
   const { settings } = validateSource({ type, ...source }, { file, path: "" });
   // `cowfile` is backy 2.2's name for the same raw-image layout.
   if (
-    backend !== undefined && backend !== "cow" && backend !== "chunked" && backend !== "cowfile"
+    backend !== undefined && backend !== "cow" && backend !== "chunked" &&
+    backend !== "cowfile" && backend !== "s3"
   ) {
     throw new BackyError(
-      `job config ${file}: backend must be 'cow' or 'chunked', not '${backend}'`,
+      `job config ${file}: backend must be 'cow', 'chunked' or 's3', not '${backend}'`,
     );
   }
+  if ((backend === "s3") !== (s3 !== undefined)) {
+    throw new BackyError(`job config ${file}: backend s3 and an s3 mapping go together`);
+  }
+  const s3Settings = s3 === undefined ? undefined : validateS3(s3, (key, problem) => {
+    throw new BackyError(`job config ${file}: s3${key ? `.${key}` : ""}: ${problem}`);
+  });
   if (schedule !== undefined && (schedule === null || typeof schedule !== "object")) {
     throw new BackyError(`job config ${file}: schedule must be a mapping`);
   }
@@ -65,9 +75,10 @@ export function parseJobConfig(text: string, file: string): JobDirConfig {
     type: type as SourceType,
     source,
     settings,
-    backend: backend === "chunked" ? "chunked" : "cow",
+    backend: backend === "chunked" || backend === "s3" ? backend : "cow",
     schedule: schedule as JobDirConfig["schedule"],
     ...(verify ? { verify: verify as "changed" | "full" } : {}),
+    ...(s3Settings ? { s3: s3Settings } : {}),
   };
 }
 
@@ -92,6 +103,7 @@ export function jobSchedule(cfg: JobDirConfig, file: string): Schedule | undefin
 
 export function serializeJobConfig(cfg: Omit<JobDirConfig, "settings">): string {
   const out: Record<string, unknown> = { type: cfg.type, ...cfg.source, backend: cfg.backend };
+  if (cfg.s3) out.s3 = serializeS3(cfg.s3);
   if (cfg.schedule) out.schedule = cfg.schedule;
   if (cfg.verify) out.verify = cfg.verify;
   return YAML.stringify(out);

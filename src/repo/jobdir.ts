@@ -158,6 +158,12 @@ export class JobDir {
     await atomicWrite(this.mirrorPath(id), index.encode(), 0o440).catch(() => {});
   }
 
+  /** Removes a revision's index and its mirror (a failed backup's own). */
+  async removeIndex(id: string): Promise<void> {
+    await removeIfExists(this.indexPath(id));
+    await removeIfExists(this.mirrorPath(id));
+  }
+
   /** Writes the index and its mirror, each durably (temp file, fsync, rename). */
   async writeIndex(id: string, index: BlockIndex): Promise<void> {
     const bytes = index.encode();

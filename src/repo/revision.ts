@@ -11,7 +11,7 @@ import YAML from "yaml";
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { isSafeId } from "./id.ts";
 
-export type Backend = "cow" | "chunked";
+export type Backend = "cow" | "chunked" | "s3";
 export type Trust = "trusted" | "distrusted" | "verified";
 
 export interface Stats {
@@ -197,8 +197,8 @@ export function parseRevision(text: string, file: string, fallbackId: string): R
   if (!Array.isArray(rawTags)) throw fail("tags is not a list");
   const tags = [...new Set(rawTags.map(String))].sort();
   const backendRaw = d.backend ?? d.backend_type ?? "cow";
-  const backend: Backend = backendRaw === "chunked" ? "chunked" : "cow";
-  if (backendRaw !== "cow" && backendRaw !== "chunked" && backendRaw !== "cowfile") {
+  const backend: Backend = backendRaw === "chunked" || backendRaw === "s3" ? backendRaw : "cow";
+  if (!["cow", "chunked", "cowfile", "s3"].includes(backendRaw as string)) {
     throw fail(`unknown backend '${backendRaw}'`);
   }
   const trustRaw = d.trust ?? "trusted";

@@ -472,6 +472,7 @@ export class JobRunner {
     const file = JobDir.configPath(this.dir);
     let previous: string | undefined;
     let backend: Backend | undefined = this.cfg.backend;
+    let s3 = this.cfg.s3;
     try {
       previous = await Deno.readTextFile(file);
     } catch {
@@ -481,7 +482,9 @@ export class JobRunner {
       // The backend never flips by itself: keep what the job directory already uses, also
       // when its config is from another version (e.g. 2.2's `backend: cowfile`).
       try {
-        backend = parseJobConfig(previous, file).backend;
+        const prev = parseJobConfig(previous, file);
+        backend = prev.backend;
+        s3 ??= prev.s3;
       } catch {
         backend = /^backend:\s*chunked\s*$/m.test(previous) ? "chunked" : "cow";
       }
@@ -498,6 +501,7 @@ export class JobRunner {
       backend,
       schedule,
       ...(this.cfg.verify ? { verify: this.cfg.verify } : {}),
+      ...(backend === "s3" && s3 ? { s3 } : {}),
     });
     // It may hold a Consul token: owner only (D18).
     if (text !== previous) await atomicWrite(file, text, 0o600);

@@ -5,11 +5,13 @@
  * cow_blocks.ts, chunked_blocks.ts; blocks.ts picks one for a StoreRef.
  */
 import { BackyError } from "../util/errors.ts";
+import type { S3Ref } from "./s3_blocks.ts";
 
 /** Where a revision's blocks live, as sent to the Workers (structured-clone safe). */
 export type StoreRef =
   | { backend: "cow"; image: string }
-  | { backend: "chunked"; chunks: string };
+  | { backend: "chunked"; chunks: string }
+  | S3Ref;
 
 /** How a block reached the store: a hole, the parent's, newly written, or deduplicated. */
 export type BlockKind = "zero" | "same" | "written" | "dedup";

@@ -41,7 +41,7 @@ export class ChunkedStore implements Store {
       async abort() {
         // Only this run referenced these chunks (the backup lock keeps others out).
         for (const d of fresh) await removeIfExists(chunkPath(chunks, d)).catch(() => {});
-        await removeIfExists(job.indexPath(rev.id)).catch(() => {});
+        await job.removeIndex(rev.id).catch(() => {});
       },
       seal: () => Promise.resolve(),
       stats: () => ({ bytes_stored: bytesStored }),

@@ -63,7 +63,7 @@ export class CowStore implements Store {
       },
       async abort() {
         await removeIfExists(image).catch(() => {});
-        await removeIfExists(job.indexPath(rev.id)).catch(() => {});
+        await job.removeIndex(rev.id).catch(() => {});
       },
       // Completed data is read-only (spec 2.8), like its .rev and .index.
       seal: () => Deno.chmod(image, 0o440),

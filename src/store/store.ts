@@ -1,7 +1,7 @@
 /**
  * The storage backend of a job (design D17): where a revision's blocks live and how they
- * are written, opened for readers, removed and collected. Implementations: cow.ts and
- * chunked.ts (coordinator side) with their Worker-side block faces (block_store.ts).
+ * are written, opened for readers, removed and collected. Implementations: cow.ts,
+ * chunked.ts and s3.ts (coordinator side) with their Worker-side block faces (block_store.ts).
  * storeFor() is the only place that chooses between backends.
  */
 import type { BlockIndex } from "../repo/index_file.ts";
@@ -10,6 +10,7 @@ import { type Backend, isComplete, type Revision } from "../repo/revision.ts";
 import type { BlockKind, StoreRef } from "./block_store.ts";
 import { CowStore } from "./cow.ts";
 import { ChunkedStore } from "./chunked.ts";
+import { S3Store } from "./s3.ts";
 import type { GcResult } from "./gc.ts";
 
 export type { BlockKind, StoreRef } from "./block_store.ts";
@@ -50,6 +51,12 @@ export interface RevisionWriter {
   stats(): Record<string, unknown>;
 }
 
+/** A remote store's hold on a job for one operation (see Store.claim). */
+export interface Claim {
+  /** Gives the job up again; never throws. */
+  release(): Promise<void>;
+}
+
 /** One job's storage backend. */
 export interface Store {
   readonly backend: Backend;
@@ -80,11 +87,24 @@ export interface Store {
   collectGarbage(): Promise<GcResult>;
   /** Moves damaged blocks aside so the next backup stores them anew; returns what moved. */
   quarantine(blocks: DamagedBlock[]): Promise<string[]>;
+  /**
+   * Remote stores only (s3): called under the job's local locks before an operation that
+   * changes the job (`op`: backup, expire, tags) reads its revisions. Takes the job's lease
+   * (refused while another host holds it) and brings the job directory up to date from the
+   * remote copy. Release it when done.
+   */
+  claim?(op: string): Promise<Claim>;
+  /**
+   * Remote stores only: after a complete revision's `.rev` was written (new, re-tagged,
+   * trust changed), publishes it, so other hosts see the job as this one does.
+   */
+  publish?(rev: Revision): Promise<void>;
 }
 
 const STORES: Record<Backend, new (job: JobDir) => Store> = {
   cow: CowStore,
   chunked: ChunkedStore,
+  s3: S3Store,
 };
 
 /** The backends a job can use, as `init --backend` names them. */

@@ -128,11 +128,11 @@ Deno.test("init rejects unknown types, backends and bad ceph/flyingcircus source
     const cases: [string[], string][] = [
       [
         ["init", "nbd", "x"],
-        "Error: unknown source type 'nbd' (known: file, ceph-rbd, flyingcircus)",
+        "Error: unknown source type 'nbd' (known: file, ceph-rbd, flyingcircus, s3)",
       ],
       [
         ["init", "--backend", "zfs", "file", "x"],
-        "Error: unknown backend 'zfs' (known: cow, chunked)",
+        "Error: unknown backend 'zfs' (known: cow, chunked, s3)",
       ],
       [["init", "ceph-rbd", "poolimage"], "Error: ceph source must be initialized with POOL/IMAGE"],
       [["init", "ceph-rbd", "a/b/c"], "Error: ceph source must be initialized with POOL/IMAGE"],

@@ -467,7 +467,7 @@ Deno.test("unknown keys are rejected everywhere", () => {
     "backy.conf:3: global.base_dir: unknown key (expected base-dir, worker-limit, status-file, " +
       "status-interval, telnet-addrs, telnet-port, backup-completed-callback, " +
       "backup-failed-callback, callback-timeout, backup-timeout, critical-failures, " +
-      "verify-every, verify-budget, monitoring-group, http-addrs, http-port, http-tokens, http-tls-cert or http-tls-key)",
+      "verify-every, verify-budget, monitoring-group, http-addrs, http-port, http-tokens, http-tls-cert, http-tls-key or s3)",
   );
   assert.equal(
     errorOf(y("schedules:", "  default:", "    daily: {interval: 1d, keep: 9, max: 3}", "jobs:")),
@@ -814,7 +814,7 @@ Deno.test("unknown source type and backend", () => {
         "    source: {type: file, filename: x}",
       ),
     ),
-    'backy.conf:8: jobs.t.backend: unknown backend "cowfile" (expected cow or chunked)',
+    'backy.conf:8: jobs.t.backend: unknown backend "cowfile" (expected cow, chunked or s3)',
   );
 });
 

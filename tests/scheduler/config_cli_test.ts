@@ -19,7 +19,7 @@ const CASES: [string, (base: string) => string, string][] = [
     "4: global.bogus: unknown key (expected base-dir, worker-limit, status-file, " +
     "status-interval, telnet-addrs, telnet-port, backup-completed-callback, " +
     "backup-failed-callback, callback-timeout, backup-timeout, critical-failures, " +
-    "verify-every, verify-budget, monitoring-group, http-addrs, http-port, http-tokens, http-tls-cert or http-tls-key)",
+    "verify-every, verify-budget, monitoring-group, http-addrs, http-port, http-tokens, http-tls-cert, http-tls-key or s3)",
   ],
   [
     "wrong type",
