@@ -475,7 +475,7 @@ Deno.test("unknown keys are rejected everywhere", () => {
   );
   assert.equal(
     errorOf(withJobs("  test01:", "    schedule: default", "    sla: 1d")),
-    "backy.conf:8: jobs.test01.sla: unknown key (expected schedule, backend or source)",
+    "backy.conf:8: jobs.test01.sla: unknown key (expected schedule, backend, verify or source)",
   );
   assert.equal(
     errorOf(
@@ -499,7 +499,7 @@ Deno.test("unknown keys are rejected everywhere", () => {
   );
   assert.equal(
     errorOf(withJobs("  t: {schedule: default, source: {type: file, filename: f}, <<: {a: 1}}")),
-    'backy.conf:6: jobs.t."<<": unknown key (expected schedule, backend or source)',
+    'backy.conf:6: jobs.t."<<": unknown key (expected schedule, backend, verify or source)',
   );
 });
 
