@@ -1,5 +1,5 @@
 /** `backy mount` and `backy umount` (src/mount/, docs/mount.md). */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { selfCommand } from "../util/self.ts";
 import { logger } from "../util/log.ts";
 import { announceReady, startInBackground } from "../mount/daemon.ts";
@@ -37,7 +37,7 @@ export async function mountCommand(
       "--daemon-child",
       mountpoint,
     ]);
-    print(`Mounted ${g.backupdir} on ${mountpoint} (pid ${pid}, log ${logfile})`);
+    print(`Mounted ${g.backupdir} on ${resolve(mountpoint)} (pid ${pid}, log ${logfile})`);
     return;
   }
   if (opts.daemonChild) {
