@@ -2,8 +2,8 @@
  * A small cache of verified blocks (bounded memory, shared by every open file of a mount).
  * Keys name block content (digest and length): every block is proven against its digest
  * before it enters, so identical blocks of different revisions share one entry. Loads of
- * the same key share one promise. A block in use (between `use` starting and its callback
- * returning) or still loading is never evicted; evicted buffers are handed back for the
+ * the same key share one promise. A block in use (acquired and not yet released) or still
+ * loading is never evicted; evicted buffers are handed back for the
  * next load, so steady reading allocates nothing new.
  */
 
@@ -12,6 +12,12 @@ interface Slot {
   data?: Uint8Array;
   pins: number;
   evicted: boolean;
+}
+
+/** A block in use: valid until `release()`. */
+export interface PinnedBlock {
+  data: Uint8Array;
+  release(): void;
 }
 
 /** What loads a block; `spare` is a buffer the loader may fill instead of allocating. */
@@ -35,17 +41,34 @@ export class BlockCache {
   }
 
   /**
-   * Runs `fn` on the block (loading it first if needed) and returns its result; the block
-   * stays pinned until `fn` returns, so `fn` must copy what it needs synchronously.
+   * The block (loaded first if needed), pinned until `release()`: not evicted, its buffer
+   * not reused. Pinned at once, before the load finishes. A failed load releases itself.
    */
-  async use<T>(key: string, load: BlockLoader, fn: (data: Uint8Array) => T): Promise<T> {
+  async acquire(key: string, load: BlockLoader): Promise<PinnedBlock> {
     const slot = this.#slot(key, load);
     slot.pins++;
-    try {
-      return fn(await slot.promise);
-    } finally {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
       slot.pins--;
       if (slot.evicted && slot.pins === 0) this.#recycle(slot);
+    };
+    try {
+      return { data: await slot.promise, release };
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  /** Runs `fn` on the block while it is pinned (`fn` must copy what it keeps). */
+  async use<T>(key: string, load: BlockLoader, fn: (data: Uint8Array) => T): Promise<T> {
+    const block = await this.acquire(key, load);
+    try {
+      return fn(block.data);
+    } finally {
+      block.release();
     }
   }
 

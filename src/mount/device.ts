@@ -212,7 +212,20 @@ export class FuseDevice {
         at += p.length;
       }
     }
-    const total = OUT_HEADER_SIZE + length;
+    return this.#write(out, OUT_HEADER_SIZE + length);
+  }
+
+  /** Writes a successful reply of `length` bytes that `fill` copies into place. */
+  replyWith(unique: bigint, length: number, fill: (into: Uint8Array) => void): boolean {
+    const out = OUT_HEADER_SIZE + length <= this.#out.length
+      ? this.#out
+      : new Uint8Array(OUT_HEADER_SIZE + length);
+    encodeOutHeader(out, unique, 0, length);
+    fill(out.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + length));
+    return this.#write(out, OUT_HEADER_SIZE + length);
+  }
+
+  #write(out: Uint8Array, total: number): boolean {
     const n = Number(libc("FUSE").writeNow(this.fd, out, BigInt(total)));
     if (n === total) return true;
     const e = errno();

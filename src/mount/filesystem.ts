@@ -53,10 +53,14 @@ import {
   seekHoleData,
 } from "./reader.ts";
 
-/** A reply: an errno (0 = success) and the payload; `done` runs once it is written. */
+/**
+ * A reply: an errno (0 = success) and the payload — `parts`, or `fill` to copy straight into
+ * the reply (data); `done` runs once it is written (or dropped).
+ */
 export interface Reply {
   error: number;
   parts: Uint8Array[];
+  fill?: { length: number; copyTo(into: Uint8Array): void };
   done?: () => void;
 }
 
@@ -65,8 +69,10 @@ const IMAGE_TTL = 60;
 const LISTING_TTL = 1;
 
 const W_OK = 2;
-/** READ buffers kept for reuse (as many as the kernel sends at once: max_background). */
-const KEPT_BUFFERS = 16;
+/** Read-ahead we accept: one block. */
+export const READAHEAD_BYTES = 4 * 1024 * 1024;
+/** Requests the kernel sends at once (max_background). */
+const MAX_BACKGROUND = 16;
 
 type Node =
   | { kind: "dir"; parent: number; job?: JobView }
@@ -91,7 +97,6 @@ export class MountFs {
   #files = new Map<number, FileHandle>();
   #dirs = new Map<number, Dirent[]>();
   #nextFh = 1;
-  #buffers: Uint8Array[] = [];
   readonly uid = Deno.uid() ?? 0;
   readonly gid = libc("FUSE").getgid();
   readonly startUs = Date.now() * 1000;
@@ -177,10 +182,11 @@ export class MountFs {
       InitFlag.BIG_WRITES;
     this.log.debug("FUSE connection", { kernel: `${kernel.major}.${kernel.minor}` });
     return ok(encodeInit({
-      maxReadahead: kernel.maxReadahead,
+      // The kernel keeps the smaller of this and its window (which mount.ts raises as root).
+      maxReadahead: Math.max(kernel.maxReadahead, READAHEAD_BYTES),
       flags: kernel.flags & want,
-      maxBackground: KEPT_BUFFERS,
-      congestionThreshold: KEPT_BUFFERS - 4,
+      maxBackground: MAX_BACKGROUND,
+      congestionThreshold: MAX_BACKGROUND - 4,
       maxWrite: 4096,
       maxPages: MAX_READ / 4096,
     }));
@@ -311,21 +317,13 @@ export class MountFs {
     const r = decodeRead(req.body);
     const f = this.#files.get(r.fh);
     if (!f) return fail(Errno.EBADF);
-    const size = Math.min(r.size, MAX_READ);
-    const buf = this.#buffers.pop() ?? new Uint8Array(MAX_READ);
-    const release = () => {
-      if (this.#buffers.length < KEPT_BUFFERS) this.#buffers.push(buf);
-    };
-    try {
-      const n = await f.reader.read(r.offset, buf.subarray(0, size));
-      f.reader.prefetch(
-        f.ahead.next(r.offset, n, f.reader.data.index.blockSize, f.reader.count),
-      );
-      return { error: 0, parts: [buf.subarray(0, n)], done: release };
-    } catch (e) {
-      release();
-      throw e;
-    }
+    // All of it, however much is asked: the kernel takes a short read for the end of the file.
+    const range = await f.reader.range(r.offset, r.size);
+    f.reader.prefetch(
+      f.ahead.next(r.offset, range.length, f.reader.data.index.blockSize, f.reader.count),
+    );
+    // Copied straight into the reply, then the blocks are let go.
+    return { error: 0, parts: [], fill: range, done: () => range.release() };
   }
 
   async #opendir(nodeid: number): Promise<Reply> {

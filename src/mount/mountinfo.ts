@@ -13,6 +13,8 @@ export const BASE_SUBTYPE = "backy-base";
 
 /** One line of mountinfo, the fields we use. */
 export interface MountEntry {
+  /** The device, `MAJOR:MINOR` (its /sys/class/bdi entry for FUSE). */
+  dev: string;
   mountpoint: string;
   fstype: string;
   source: string;
@@ -31,6 +33,7 @@ export function parseMountinfo(text: string): MountEntry[] {
     const sep = fields.indexOf("-", 6);
     if (fields.length < 10 || sep < 0 || sep + 2 >= fields.length) continue;
     out.push({
+      dev: fields[2],
       mountpoint: unescape(fields[4]),
       fstype: fields[sep + 1],
       source: unescape(fields[sep + 2]),

@@ -12,11 +12,19 @@ import { type BlockIndex, hex } from "../repo/index_file.ts";
 import type { RevisionData } from "../store/store.ts";
 import { DamagedBlockError } from "../store/block_store.ts";
 import type { WorkerPool } from "../backup/pool.ts";
-import type { BlockCache } from "./block_cache.ts";
+import type { BlockCache, PinnedBlock } from "./block_cache.ts";
 import { SEEK_DATA, SEEK_HOLE } from "./protocol.ts";
 
 /** How long a damaged block's failure is remembered before it is read again. */
 export const DAMAGE_RETRY_MS = 30_000;
+
+/** Bytes of an image ready to be copied out, their blocks pinned until `release()`. */
+export interface ReadyRange {
+  length: number;
+  /** Copies the bytes to the start of `into` (synchronously). */
+  copyTo(into: Uint8Array): void;
+  release(): void;
+}
 
 /** A read touched a damaged block: the whole read fails, never with wrong or zeroed bytes. */
 export class DamagedRangeError extends BackyError {}
@@ -149,41 +157,64 @@ export class ImageReader {
   }
 
   /**
-   * Fills `into` with the bytes at `offset` (up to the end of the image) and returns how
-   * many; a damaged block anywhere in the range throws DamagedRangeError.
+   * The bytes at [offset, offset+size), up to the end of the image, ready to copy: every
+   * block they touch is loaded, checked and pinned. A damaged block anywhere in the range
+   * throws DamagedRangeError. Call `release()` when done copying.
    */
-  async read(offset: number, into: Uint8Array): Promise<number> {
+  async range(offset: number, size: number): Promise<ReadyRange> {
     const { index } = this.data;
-    const end = Math.min(offset + into.length, this.size);
-    if (offset >= end) return 0;
+    const end = Math.min(offset + size, this.size);
+    if (offset >= end) return { length: 0, copyTo() {}, release() {} };
     const bs = index.blockSize;
-    const jobs: Promise<void>[] = [];
+    const pieces: { at: number; from: number; length: number; i: number }[] = [];
+    const loads: Promise<PinnedBlock | undefined>[] = [];
     for (let i = Math.floor(offset / bs); i * bs < end; i++) {
       const from = Math.max(offset, i * bs);
       const to = Math.min(end, (i + 1) * bs);
-      const dest = into.subarray(from - offset, to - offset);
-      if (index.isZero(i)) {
-        dest.fill(0);
-        continue;
-      }
-      jobs.push(this.#copy(i, from - i * bs, dest));
+      pieces.push({ at: from - offset, from: from - i * bs, length: to - from, i });
+      loads.push(index.isZero(i) ? Promise.resolve(undefined) : this.#acquire(i));
     }
-    const results = await Promise.allSettled(jobs);
+    const results = await Promise.allSettled(loads);
+    const blocks = results.map((r) => r.status === "fulfilled" ? r.value : undefined);
+    const release = () => {
+      for (const b of blocks) b?.release();
+    };
     const failed = results.find((r) => r.status === "rejected");
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    return end - offset;
+    if (failed) {
+      release();
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    return {
+      length: end - offset,
+      copyTo: (into) => {
+        pieces.forEach((p, k) => {
+          const dest = into.subarray(p.at, p.at + p.length);
+          const b = blocks[k];
+          if (b) dest.set(b.data.subarray(p.from, p.from + p.length));
+          else dest.fill(0);
+        });
+      },
+      release,
+    };
   }
 
-  async #copy(i: number, at: number, dest: Uint8Array): Promise<void> {
+  /** Copies the bytes at `offset` into `into` (up to the end of the image); returns how many. */
+  async read(offset: number, into: Uint8Array): Promise<number> {
+    const r = await this.range(offset, into.length);
+    try {
+      r.copyTo(into);
+      return r.length;
+    } finally {
+      r.release();
+    }
+  }
+
+  async #acquire(i: number): Promise<PinnedBlock> {
     const where = this.#where(i);
     const known = this.source.damage(where);
     if (known) throw new DamagedRangeError(known);
     try {
-      await this.source.cache.use(
-        this.#key(i),
-        this.#loader(i),
-        (data) => dest.set(data.subarray(at, at + dest.length)),
-      );
+      return await this.source.cache.acquire(this.#key(i), this.#loader(i));
     } catch (e) {
       if (!(e instanceof DamagedBlockError)) throw e;
       const bs = this.data.index.blockSize;

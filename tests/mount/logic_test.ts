@@ -71,10 +71,10 @@ const MOUNTINFO = [
 
 Deno.test("parseMountinfo: mount point, type and source, octal escapes undone", () => {
   assertEquals(parseMountinfo(MOUNTINFO), [
-    { mountpoint: "/", fstype: "ext4", source: "/dev/sda1" },
-    { mountpoint: "/mnt/vm 1", fstype: "fuse.backy", source: "/srv/backy/vm 1" },
-    { mountpoint: "/mnt/all", fstype: "fuse.backy-base", source: "/srv/backy" },
-    { mountpoint: "/mnt/other", fstype: "fuse.sshfs", source: "host:/srv/backy/vm2" },
+    { dev: "8:1", mountpoint: "/", fstype: "ext4", source: "/dev/sda1" },
+    { dev: "0:39", mountpoint: "/mnt/vm 1", fstype: "fuse.backy", source: "/srv/backy/vm 1" },
+    { dev: "0:40", mountpoint: "/mnt/all", fstype: "fuse.backy-base", source: "/srv/backy" },
+    { dev: "0:41", mountpoint: "/mnt/other", fstype: "fuse.sshfs", source: "host:/srv/backy/vm2" },
   ]);
 });
 
