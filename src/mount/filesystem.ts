@@ -9,6 +9,7 @@ import type { Logger } from "../util/log.ts";
 import { libc } from "../util/native/libc.ts";
 import type { Revision } from "../repo/revision.ts";
 import type { BaseView } from "./base.ts";
+import { Gate } from "./gate.ts";
 import type { JobView } from "./jobview.ts";
 import { MAX_READ } from "./device.ts";
 import {
@@ -73,6 +74,8 @@ const W_OK = 2;
 export const READAHEAD_BYTES = 4 * 1024 * 1024;
 /** Requests the kernel sends at once (max_background). */
 const MAX_BACKGROUND = 16;
+/** Reads served at once (gate.ts: each pins at most two 4 MiB blocks). */
+export const MAX_READS = 8;
 
 type Node =
   | { kind: "dir"; parent: number; job?: JobView }
@@ -97,6 +100,7 @@ export class MountFs {
   #files = new Map<number, FileHandle>();
   #dirs = new Map<number, Dirent[]>();
   #nextFh = 1;
+  #reads = new Gate(MAX_READS);
   readonly uid = Deno.uid() ?? 0;
   readonly gid = libc("FUSE").getgid();
   readonly startUs = Date.now() * 1000;
@@ -317,13 +321,27 @@ export class MountFs {
     const r = decodeRead(req.body);
     const f = this.#files.get(r.fh);
     if (!f) return fail(Errno.EBADF);
-    // All of it, however much is asked: the kernel takes a short read for the end of the file.
-    const range = await f.reader.range(r.offset, r.size);
-    f.reader.prefetch(
-      f.ahead.next(r.offset, range.length, f.reader.data.index.blockSize, f.reader.count),
-    );
-    // Copied straight into the reply, then the blocks are let go.
-    return { error: 0, parts: [], fill: range, done: () => range.release() };
+    const leave = await this.#reads.enter();
+    try {
+      // All of it, however much is asked: the kernel takes a short read for the end of the file.
+      const range = await f.reader.range(r.offset, r.size);
+      f.reader.prefetch(
+        f.ahead.next(r.offset, range.length, f.reader.data.index.blockSize, f.reader.count),
+      );
+      // Copied straight into the reply, then the blocks are let go.
+      return {
+        error: 0,
+        parts: [],
+        fill: range,
+        done: () => {
+          range.release();
+          leave();
+        },
+      };
+    } catch (e) {
+      leave();
+      throw e;
+    }
   }
 
   async #opendir(nodeid: number): Promise<Reply> {

@@ -197,6 +197,19 @@ Deno.test("filesystem: names, attributes and reads of a chunked job equal the so
       await fs.handle(req(Op.RELEASE, f.nodeid, le([8, fh], [4, 0], [4, 0], [8, 0])));
     }
 
+    // Many readers at once, random offsets in both revisions: every byte right.
+    const fh1 = (await open(fs, f1.nodeid)).fh;
+    const fh2 = (await open(fs, f2.nodeid)).fh;
+    const jobs = Array.from({ length: 60 }, (_, k) => {
+      const [fh, expected] = k % 2 ? [fh1, v1] : [fh2, v2];
+      const off = (k * 2654435761) % expected.length;
+      return read(fs, fh, off, 128 * 1024).then((r) => {
+        assertEquals(r.error, 0);
+        assert(bytesEqual(r.parts[0], expected.subarray(off, off + 128 * 1024)), `at ${off}`);
+      });
+    });
+    await Promise.all(jobs);
+
     const { fh } = await open(fs, f2.nodeid);
     const seek = async (off: number, whence: number) => {
       const r = await fs.handle(

@@ -7,6 +7,7 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:ass
 import { BlockIndex } from "../../src/repo/index_file.ts";
 import type { Revision } from "../../src/repo/revision.ts";
 import { BlockCache } from "../../src/mount/block_cache.ts";
+import { Gate } from "../../src/mount/gate.ts";
 import { jobEntries, usableName } from "../../src/mount/names.ts";
 import { parseMountinfo, pathsInMounts } from "../../src/mount/mountinfo.ts";
 import { Readahead, seekHoleData } from "../../src/mount/reader.ts";
@@ -195,4 +196,28 @@ Deno.test("BlockCache: failures are not cached, the next use loads again", async
   assertEquals(n, 2);
   await cache.prefetch("p", () => Promise.reject(new Error("x"))); // swallowed
   assert(!cache.has("p"));
+});
+
+Deno.test("Gate: at most `limit` inside, the rest in arrival order; leaving twice counts once", async () => {
+  const gate = new Gate(2);
+  const order: string[] = [];
+  const a = await gate.enter();
+  const b = await gate.enter();
+  assertEquals(gate.busy, 2);
+  const c = gate.enter().then((leave) => (order.push("c"), leave));
+  const d = gate.enter().then((leave) => (order.push("d"), leave));
+  await new Promise((r) => setTimeout(r, 5));
+  assertEquals(order, []);
+  a();
+  a(); // no second turn from the same leave
+  const leaveC = await c;
+  await new Promise((r) => setTimeout(r, 5));
+  assertEquals(order, ["c"]);
+  assertEquals(gate.busy, 2);
+  b();
+  const leaveD = await d;
+  assertEquals(order, ["c", "d"]);
+  leaveC();
+  leaveD();
+  assertEquals(gate.busy, 0);
 });
