@@ -148,7 +148,10 @@ try {
     note("cat IMAGE > /dev/null (cow image file, XFS)", await timed(`cat ${cowImage} > /dev/null`));
     await evict(cowImage, xfsImg);
     note("backy restore -r last - > /dev/null (cow)", await timed(restoreCmd(cowJob)));
-    note("dd if=MOUNT/last bs=4M (cow)", await throughMount(cowJob, mp, () => evict(cowImage, xfsImg)));
+    note(
+      "dd if=MOUNT/last bs=4M (cow)",
+      await throughMount(cowJob, mp, () => evict(cowImage, xfsImg)),
+    );
   }
 
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
