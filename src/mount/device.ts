@@ -71,7 +71,7 @@ function errnoText(n: number): string {
 /** An open, mounted /dev/fuse connection. */
 export class FuseDevice {
   #buf = new Uint8Array(REQUEST_BUFFER);
-  #out = new Uint8Array(OUT_HEADER_SIZE + MAX_READ);
+  #header = new Uint8Array(OUT_HEADER_SIZE);
   #pollfd = new Uint8Array(8);
   #ended = false;
 
@@ -194,39 +194,25 @@ export class FuseDevice {
   }
 
   /**
-   * Writes one reply: `error` (a positive errno, 0 for success) and the payload parts.
-   * Returns false when the kernel no longer waits for it (the request was interrupted).
+   * Writes one reply: `error` (a positive errno, 0 for success) and the payload parts, in one
+   * writev from where they are (the caller keeps them unchanged until this returns). Returns
+   * false when the kernel no longer waits for it (the request was interrupted).
    */
   reply(unique: bigint, error: number, ...parts: Uint8Array[]): boolean {
+    const payload = error === 0 ? parts.filter((p) => p.length > 0) : [];
     let length = 0;
-    for (const p of parts) length += p.length;
-    if (error !== 0) length = 0;
-    const out = OUT_HEADER_SIZE + length <= this.#out.length
-      ? this.#out
-      : new Uint8Array(OUT_HEADER_SIZE + length);
-    encodeOutHeader(out, unique, error, length);
-    if (error === 0) {
-      let at = OUT_HEADER_SIZE;
-      for (const p of parts) {
-        out.set(p, at);
-        at += p.length;
-      }
-    }
-    return this.#write(out, OUT_HEADER_SIZE + length);
-  }
-
-  /** Writes a successful reply of `length` bytes that `fill` copies into place. */
-  replyWith(unique: bigint, length: number, fill: (into: Uint8Array) => void): boolean {
-    const out = OUT_HEADER_SIZE + length <= this.#out.length
-      ? this.#out
-      : new Uint8Array(OUT_HEADER_SIZE + length);
-    encodeOutHeader(out, unique, 0, length);
-    fill(out.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + length));
-    return this.#write(out, OUT_HEADER_SIZE + length);
-  }
-
-  #write(out: Uint8Array, total: number): boolean {
-    const n = Number(libc("FUSE").writeNow(this.fd, out, BigInt(total)));
+    for (const p of payload) length += p.length;
+    encodeOutHeader(this.#header, unique, error, length);
+    const iov = new BigUint64Array(2 * (payload.length + 1));
+    const all = [this.#header, ...payload];
+    all.forEach((p, k) => {
+      iov[2 * k] = BigInt(
+        Deno.UnsafePointer.value(Deno.UnsafePointer.of(p as Uint8Array<ArrayBuffer>)),
+      );
+      iov[2 * k + 1] = BigInt(p.length);
+    });
+    const total = OUT_HEADER_SIZE + length;
+    const n = Number(libc("FUSE").writevNow(this.fd, iov, all.length));
     if (n === total) return true;
     const e = errno();
     if (e === ENOENT) return false;

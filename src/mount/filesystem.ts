@@ -55,13 +55,12 @@ import {
 } from "./reader.ts";
 
 /**
- * A reply: an errno (0 = success) and the payload — `parts`, or `fill` to copy straight into
- * the reply (data); `done` runs once it is written (or dropped).
+ * A reply: an errno (0 = success) and the payload's parts, which stay valid until `done`
+ * runs, once the reply is written (or dropped).
  */
 export interface Reply {
   error: number;
   parts: Uint8Array[];
-  fill?: { length: number; copyTo(into: Uint8Array): void };
   done?: () => void;
 }
 
@@ -328,11 +327,10 @@ export class MountFs {
       f.reader.prefetch(
         f.ahead.next(r.offset, range.length, f.reader.data.index.blockSize, f.reader.count),
       );
-      // Copied straight into the reply, then the blocks are let go.
+      // Written from the cached blocks themselves, then they are let go.
       return {
         error: 0,
-        parts: [],
-        fill: range,
+        parts: range.parts,
         done: () => {
           range.release();
           leave();

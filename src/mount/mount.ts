@@ -178,11 +178,7 @@ async function serve(dev: FuseDevice, fs: MountFs): Promise<void> {
       const unique = req.unique;
       fs.handle(req).then((r) => {
         try {
-          if (dev.ended) return;
-          if (r.error === 0 && r.fill) {
-            const fill = r.fill;
-            dev.replyWith(unique, fill.length, (into) => fill.copyTo(into));
-          } else dev.reply(unique, r.error, ...r.parts);
+          if (!dev.ended) dev.reply(unique, r.error, ...r.parts);
         } catch (e) {
           log.error("FUSE reply failed", { error: errorMessage(e) });
         } finally {

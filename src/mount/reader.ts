@@ -8,7 +8,7 @@
 import { BackyError, errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { alignedBuffer } from "../util/native/buffer.ts";
-import { type BlockIndex, hex } from "../repo/index_file.ts";
+import { BLOCK_SIZE, type BlockIndex, hex } from "../repo/index_file.ts";
 import type { RevisionData } from "../store/store.ts";
 import { DamagedBlockError } from "../store/block_store.ts";
 import type { WorkerPool } from "../backup/pool.ts";
@@ -18,11 +18,11 @@ import { SEEK_DATA, SEEK_HOLE } from "./protocol.ts";
 /** How long a damaged block's failure is remembered before it is read again. */
 export const DAMAGE_RETRY_MS = 30_000;
 
-/** Bytes of an image ready to be copied out, their blocks pinned until `release()`. */
+/** Bytes of an image ready to go out, their blocks pinned until `release()`. */
 export interface ReadyRange {
   length: number;
-  /** Copies the bytes to the start of `into` (synchronously). */
-  copyTo(into: Uint8Array): void;
+  /** The bytes, in order: views of the cached blocks (and of zeros), valid until release. */
+  parts: Uint8Array[];
   release(): void;
 }
 
@@ -76,6 +76,8 @@ export function seekHoleData(
 
 /** What all readers of one mount share: the Workers, the cache, damage seen, read-ahead. */
 export class BlockSource {
+  /** What zero blocks read as (never written to). */
+  readonly zeros: Uint8Array;
   #damaged = new Map<string, { error: string; at: number }>();
   #prefetching = 0;
 
@@ -85,7 +87,10 @@ export class BlockSource {
     readonly log: Logger,
     /** Blocks loaded ahead at once, over all readers (keeps the cache from thrashing). */
     readonly prefetchMax: number,
-  ) {}
+    blockSize = BLOCK_SIZE,
+  ) {
+    this.zeros = new Uint8Array(blockSize);
+  }
 
   /** A remembered failure for this block, if still fresh. */
   damage(where: string): string | undefined {
@@ -164,14 +169,14 @@ export class ImageReader {
   async range(offset: number, size: number): Promise<ReadyRange> {
     const { index } = this.data;
     const end = Math.min(offset + size, this.size);
-    if (offset >= end) return { length: 0, copyTo() {}, release() {} };
+    if (offset >= end) return { length: 0, parts: [], release() {} };
     const bs = index.blockSize;
-    const pieces: { at: number; from: number; length: number; i: number }[] = [];
+    const pieces: { from: number; length: number }[] = [];
     const loads: Promise<PinnedBlock | undefined>[] = [];
     for (let i = Math.floor(offset / bs); i * bs < end; i++) {
       const from = Math.max(offset, i * bs);
       const to = Math.min(end, (i + 1) * bs);
-      pieces.push({ at: from - offset, from: from - i * bs, length: to - from, i });
+      pieces.push({ from: from - i * bs, length: to - from });
       loads.push(index.isZero(i) ? Promise.resolve(undefined) : this.#acquire(i));
     }
     const results = await Promise.allSettled(loads);
@@ -186,14 +191,12 @@ export class ImageReader {
     }
     return {
       length: end - offset,
-      copyTo: (into) => {
-        pieces.forEach((p, k) => {
-          const dest = into.subarray(p.at, p.at + p.length);
-          const b = blocks[k];
-          if (b) dest.set(b.data.subarray(p.from, p.from + p.length));
-          else dest.fill(0);
-        });
-      },
+      parts: pieces.map((p, k) => {
+        const b = blocks[k];
+        return b
+          ? b.data.subarray(p.from, p.from + p.length)
+          : this.source.zeros.subarray(0, p.length);
+      }),
       release,
     };
   }
@@ -202,7 +205,11 @@ export class ImageReader {
   async read(offset: number, into: Uint8Array): Promise<number> {
     const r = await this.range(offset, into.length);
     try {
-      r.copyTo(into);
+      let at = 0;
+      for (const p of r.parts) {
+        into.set(p, at);
+        at += p.length;
+      }
       return r.length;
     } finally {
       r.release();

@@ -98,15 +98,15 @@ async function read(fs: MountFs, fh: number, offset: number, size: number): Prom
   const r = await fs.handle(
     req(Op.READ, 0, le([8, fh], [8, offset], [4, size], [4, 0], [8, 0], [4, 0], [4, 0])),
   );
-  // As the server does: the data copied into the reply, then `done`.
-  let copy = r.parts.map((p) => p.slice());
-  if (r.error === 0 && r.fill) {
-    const into = new Uint8Array(r.fill.length);
-    r.fill.copyTo(into);
-    copy = [into];
+  // As the server does: the parts written out (here: joined into one copy), then `done`.
+  const out = new Uint8Array(r.parts.reduce((s, p) => s + p.length, 0));
+  let at = 0;
+  for (const p of r.parts) {
+    out.set(p, at);
+    at += p.length;
   }
   r.done?.();
-  return { error: r.error, parts: copy };
+  return { error: r.error, parts: [out] };
 }
 
 async function readdir(fs: MountFs, nodeid: number): Promise<string[]> {

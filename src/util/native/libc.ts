@@ -26,6 +26,8 @@ const symbols = {
   readNow: { name: "read", parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** write(2) on the calling thread (a reply to /dev/fuse never blocks). */
   writeNow: { name: "write", parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** writev(2) on the calling thread: a FUSE reply from several buffers without copying. */
+  writevNow: { name: "writev", parameters: ["i32", "buffer", "i32"], result: "isize" },
   socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   dup2: { parameters: ["i32", "i32"], result: "i32" },
