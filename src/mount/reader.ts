@@ -76,9 +76,9 @@ export function seekHoleData(
 
 /** What all readers of one mount share: the Workers, the cache, damage seen, read-ahead. */
 export class BlockSource {
-  /** What zero blocks read as (never written to). */
-  readonly zeros: Uint8Array;
+  #zeros: Uint8Array;
   #damaged = new Map<string, { error: string; at: number }>();
+  #logged = new Set<string>();
   #prefetching = 0;
 
   constructor(
@@ -87,9 +87,14 @@ export class BlockSource {
     readonly log: Logger,
     /** Blocks loaded ahead at once, over all readers (keeps the cache from thrashing). */
     readonly prefetchMax: number,
-    blockSize = BLOCK_SIZE,
   ) {
-    this.zeros = new Uint8Array(blockSize);
+    this.#zeros = new Uint8Array(BLOCK_SIZE);
+  }
+
+  /** `n` zero bytes, as zero blocks read (shared: never written to). */
+  zeros(n: number): Uint8Array {
+    if (n > this.#zeros.length) this.#zeros = new Uint8Array(n);
+    return this.#zeros.subarray(0, n);
   }
 
   /** A remembered failure for this block, if still fresh. */
@@ -103,16 +108,13 @@ export class BlockSource {
 
   /** Remembers a failed block; logs it the first time (per mount). */
   noteDamage(where: string, error: string, what: Record<string, unknown>): void {
-    const seen = this.#damaged.has(where) || this.#logged.has(where);
     this.#damaged.set(where, { error, at: Date.now() });
     if (this.#damaged.size > 4096) this.#damaged.delete(this.#damaged.keys().next().value!);
-    if (!seen) {
+    if (!this.#logged.has(where)) {
       this.#logged.add(where);
       this.log.error("Damaged block: reads of it fail with EIO", { ...what, error });
     }
   }
-  #logged = new Set<string>();
-
   /** Whether another block may be loaded ahead now; call `done` when it arrived. */
   tryPrefetch(): (() => void) | undefined {
     if (this.#prefetching >= this.prefetchMax) return undefined;
@@ -193,9 +195,7 @@ export class ImageReader {
       length: end - offset,
       parts: pieces.map((p, k) => {
         const b = blocks[k];
-        return b
-          ? b.data.subarray(p.from, p.from + p.length)
-          : this.source.zeros.subarray(0, p.length);
+        return b ? b.data.subarray(p.from, p.from + p.length) : this.source.zeros(p.length);
       }),
       release,
     };
