@@ -24,6 +24,8 @@ export const RANKS: Record<string, number> = {
   // Front ends of the daemon, through the port in status/.
   shell: 5,
   http: 5,
+  // `backy mount`: revisions as a FUSE filesystem, read through backup/'s Workers.
+  mount: 5,
   scheduler: 6,
   cli: 7,
 };

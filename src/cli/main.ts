@@ -36,6 +36,9 @@ import {
 import { refuseTerminal } from "../util/progress.ts";
 import { statusJson, statusTable } from "./status.ts";
 import { print, printErr } from "./output.ts";
+import { mountCommand, umountCommand } from "./mount.ts";
+import { mountedImage } from "../mount/mountinfo.ts";
+import { isComplete } from "../repo/revision.ts";
 
 export const VERSION = "3.0.0";
 const DEFAULT_CONFIG = "/etc/backy.conf";
@@ -243,12 +246,34 @@ export function buildProgram(): Command {
       const rev = resolveSpec(await warnProblems(job), opts.revision, job.path);
       const image = storeFor(job, rev.backend).imageName(rev.id);
       if (!image) {
+        // Served by an active `backy mount` of this job (or of its base directory)?
+        const mounted = isComplete(rev) ? await mountedImage(job.path, rev.id) : undefined;
+        if (mounted) return print(mounted);
         throw new BackyError(
           `revision ${rev.id} is stored in the ${rev.backend} backend and has no image file; ` +
-            `use 'backy restore -r ${rev.id} -' to stream it`,
+            `mount the job ('backy -b ${job.path} mount MOUNTPOINT') to get one, or use ` +
+            `'backy restore -r ${rev.id} -' to stream it`,
         );
       }
       print(join(job.path, image));
+    });
+
+  program.command("mount")
+    .description("serve the revisions as read-only image files under MOUNTPOINT (FUSE)")
+    .argument("<mountpoint>", "an existing directory")
+    .option("-d, --daemon", "run in the background once mounted (log: -l FILE or DIR/backy.log)")
+    .option("--all", "the -b directory is a base directory: one folder per job in it")
+    .addOption(new Option("--daemon-child").hideHelp())
+    .action(async (mountpoint, opts) => {
+      await mountCommand(g(), mountpoint, opts);
+    });
+
+  program.command("umount")
+    .description("unmount a backy mount (also one whose process was killed)")
+    .argument("<mountpoint>", "where it is mounted")
+    .option("--lazy", "detach it now even if busy; it goes away once no longer used")
+    .action(async (mountpoint, opts) => {
+      await umountCommand(mountpoint, !!opts.lazy);
     });
 
   program.command("status")
@@ -364,7 +389,7 @@ export function buildProgram(): Command {
 function consoleFor(command: string, args: readonly string[]): "stdout" | "stderr" {
   if (
     command === "backup" || command === "init" || command === "scheduler" ||
-    command === "expire" || command === "pull"
+    command === "expire" || command === "pull" || command === "mount"
   ) {
     return "stdout";
   }
@@ -390,8 +415,8 @@ export async function main(argv: string[]): Promise<number> {
       format: daemon ? (action.opts() as { logFormat?: "text" | "json" }).logFormat : "message",
     });
     if (logfile) logger().info(`$ backy ${redactArgv(argv).join(" ")}`);
-    // The scheduler stops cleanly on its own signal handlers.
-    if (action.name() !== "scheduler") {
+    // The scheduler and mount stop cleanly on their own signal handlers.
+    if (action.name() !== "scheduler" && action.name() !== "mount") {
       unwatch = watchInterrupts(
         describeCommand(action.name(), action.args, opts.backupdir),
         !!opts.logfile,

@@ -224,14 +224,15 @@ for (const backend of ["chunked", "cow"] as const) {
           assert(await filesEqual(out, v(3)));
         });
       } else {
-        await t.step("chunked: find is an error pointing to restore -", async () => {
+        await t.step("chunked: find is an error pointing to mount and restore -", async () => {
           const r = await backy(["-b", job, "find", "-r", B.id]);
           assertEquals(r.code, 1);
           assertEquals(r.stdout, "");
           assertEquals(
             r.stderr,
             `Error: revision ${B.id} is stored in the chunked backend and has no image file; ` +
-              `use 'backy restore -r ${B.id} -' to stream it\n`,
+              `mount the job ('backy -b ${job} mount MOUNTPOINT') to get one, or use ` +
+              `'backy restore -r ${B.id} -' to stream it\n`,
           );
           assertEquals(await fileExists(join(job, "last")), false);
           assertEquals(await Deno.readLink(join(job, "last.rev")), `${D.id}.rev`);

@@ -35,6 +35,10 @@ if (x) await import("../backup/worker.ts");
 Deno.test("rankOf: folders under src/ and mod.ts; unknown folders have none", () => {
   assertEquals(rankOf("src/util/fs.ts"), 0);
   assertEquals(rankOf("src/cli/main.ts"), 7);
+  // mount/ reads through backup/'s Workers; only cli/ uses it, beside the daemon's front ends.
+  assertEquals(rankOf("src/mount/mount.ts"), 5);
+  assertEquals(rankOf("src/mount/mount.ts")! > rankOf("src/backup/pool.ts")!, true);
+  assertEquals(rankOf("src/mount/mount.ts")! < rankOf("src/cli/mount.ts")!, true);
   assertEquals(rankOf("mod.ts"), 100);
   assertEquals(rankOf("src/plugins/x.ts"), undefined);
 });

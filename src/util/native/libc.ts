@@ -1,6 +1,6 @@
 /**
  * The one binding to libc (Deno has no API for these): pipes with a chosen size, reads and
- * writes on the blocking thread pool, hole punching, and data/hole seeking. Needs
+ * writes on the blocking thread pool, hole punching, data/hole seeking, and FUSE mounts. Needs
  * --allow-ffi. Loaded lazily, once per thread (each Worker has its own).
  *
  * `nonblocking: true` runs a call on Deno's blocking pool, so the event loop stays free;
@@ -18,6 +18,21 @@ const symbols = {
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  // FUSE (src/mount/): mounting, the device's requests and replies, fusermount3's fd passing.
+  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
+  umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  /** read(2) on the calling thread, so errno can be read right after it. */
+  readNow: { name: "read", parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** write(2) on the calling thread (a reply to /dev/fuse never blocks). */
+  writeNow: { name: "write", parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** writev(2) on the calling thread: a FUSE reply from several buffers without copying. */
+  writevNow: { name: "writev", parameters: ["i32", "buffer", "i32"], result: "isize" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  dup2: { parameters: ["i32", "i32"], result: "i32" },
+  /** Deno.gid() needs --allow-sys=gid, which backy does not ask for. */
+  getgid: { parameters: [], result: "u32" },
 } as const;
 
 /** The libc functions backy calls. */
