@@ -19,18 +19,13 @@ export function inDataWorker(): boolean {
 }
 
 /**
- * Deno's permissions for backy (design D15; why each is needed: docs/permissions.md).
- * Shared by the bundle's `#!` line, `deno compile` (compile.sh) and `selfCommand()`.
+ * Deno's permissions for backy (design D15; why: docs/permissions.md). Deno 2.9 refuses every
+ * path under /dev, /proc and /sys unless it runs with --allow-all, whatever --allow-read and
+ * --allow-write say: block devices (LVM sources, restore targets) and /proc (who holds a lock,
+ * whether a process lives) are backy's everyday work. Shared by the bundle's `#!` line,
+ * `deno compile` (compile.sh) and `selfCommand()`.
  */
-export const PERMISSIONS: readonly string[] = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-run",
-  "--allow-env",
-  "--allow-net",
-  "--allow-ffi",
-  "--allow-sys=uid",
-];
+export const PERMISSIONS: readonly string[] = ["--allow-all"];
 
 /**
  * `deno run` flags for the bundle: backy's permissions, and nothing resolved from a

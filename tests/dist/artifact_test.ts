@@ -102,7 +102,7 @@ Deno.test("the artifact runs offline with only deno: backup, status, restore, sc
       `the build is one file (network cut by ${a.unshare ? "unshare -n" : "dead proxies"})`,
       async () => {
         const first = (await Deno.readTextFile(a.artifact)).split("\n", 1)[0];
-        assertMatch(first, /^#!\/usr\/bin\/env -S deno run --no-config .*--allow-read/);
+        assertMatch(first, /^#!\/usr\/bin\/env -S deno run --no-config .*--allow-all$/);
         assert(((await Deno.stat(a.artifact)).mode! & 0o111) !== 0, "executable");
         const v = await a.run(["--version"]);
         ok(v, "--version");
@@ -127,6 +127,42 @@ Deno.test("the artifact runs offline with only deno: backup, status, restore, sc
       const r = await a.run(["-b", job, "restore", "-"]);
       ok(r, "restore -");
       assert(bytesEqual(r.bytes, await Deno.readFile(src)), "stdout carries the image");
+    });
+
+    await t.step({
+      name: `a block device as source and as restore target${
+        isRoot() ? "" : " (ignored: needs root for loop devices)"
+      }`,
+      ignore: !isRoot(),
+      fn: async () => {
+        // Deno refuses /dev to anything less than --allow-all: LVM volumes are everyday work.
+        const image = join(dir, "dev-src.img");
+        await writeImage(image, [21, 0, 22]);
+        const attach = async (file: string) => {
+          const l = await new Deno.Command("losetup", {
+            args: ["--find", "--show", file],
+            stdout: "piped",
+          })
+            .output();
+          assertEquals(l.code, 0);
+          return new TextDecoder().decode(l.stdout).trim();
+        };
+        const source = await attach(image);
+        const target = join(dir, "dev-target.img");
+        await Deno.writeFile(target, new Uint8Array(3 * 4 * 1024 * 1024));
+        const targetDev = await attach(target);
+        try {
+          const devJob = join(dir, "devjob");
+          ok(await a.run(["-b", devJob, "init", "--backend", "chunked", "file", source]), "init");
+          ok(await a.run(["-b", devJob, "backup", "daily"]), "backup of a block device");
+          ok(await a.run(["-b", devJob, "restore", "--force", targetDev]), "restore to a device");
+          await new Deno.Command("sync", {}).output();
+          assert(await filesEqual(target, image), "the device holds the image");
+        } finally {
+          await new Deno.Command("losetup", { args: ["-d", source] }).output();
+          await new Deno.Command("losetup", { args: ["-d", targetDev] }).output();
+        }
+      },
     });
 
     await t.step("the scheduler runs backy itself from the artifact", async () => {
