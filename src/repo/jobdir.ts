@@ -99,7 +99,7 @@ export class JobDir {
     return Lock.tryAcquire(
       join(this.path, ".purge"),
       true,
-      (holder) => `a restore of ${this.path} is running${holder}; data removal postponed`,
+      (holder) => `a restore or mount of ${this.path} is reading${holder}; data removal postponed`,
     );
   }
 

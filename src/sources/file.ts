@@ -1,7 +1,8 @@
 /** The `file` source (spec 3.2): a plain image file or block device, read in place. */
 import { isAbsolute, join } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { blockCount } from "../repo/index_file.ts";
+import { BLOCK_SIZE, blockCount } from "../repo/index_file.ts";
+import { blocksWithData, dataExtents } from "../util/native/extents.ts";
 import type { Revision } from "../repo/revision.ts";
 import type { FileSourceSettings } from "../config/source_config.ts";
 import type { Source, SourceEvent, SourceRun } from "./source.ts";
@@ -40,8 +41,9 @@ export async function openFileSource(jobDir: string, filename: string): Promise<
 }
 
 /**
- * Every block is read by the Workers themselves, with positional reads (design D5); whether
- * it changed is found by hashing, so verification is in full, against those hashes.
+ * Every block with data is read by the Workers themselves, with positional reads (design
+ * D5); blocks that are all hole (SEEK_DATA/SEEK_HOLE) are zero without being read, so a
+ * sparse image costs what its data costs. Whether a block changed is found by hashing.
  */
 export class FileSource implements Source {
   readonly workersPerCore = 1;
@@ -59,15 +61,23 @@ export class FileSource implements Source {
 
   start(): Promise<SourceRun> {
     const { path, size } = this.#file!;
+    const extents = dataExtents(path, size);
+    const withData = extents ? blocksWithData(extents, size, BLOCK_SIZE) : undefined;
+    let holes = 0;
     async function* events(): AsyncGenerator<SourceEvent> {
       yield { kind: "size", size };
-      for (let block = 0; block < blockCount(size); block++) yield { kind: "file", block, path };
+      for (let block = 0; block < blockCount(size); block++) {
+        if (withData && !withData[block]) {
+          holes++;
+          yield { kind: "zero", block };
+        } else yield { kind: "file", block, path };
+      }
     }
     return Promise.resolve({
       events: events(),
       recycle() {},
       reread: () => ({ from: "file" as const, path }),
-      stats: () => ({}),
+      stats: () => (withData ? { hole_blocks: holes } : {}),
       close: () => Promise.resolve(),
     });
   }

@@ -299,3 +299,23 @@ Deno.test("design D16: a backup reads back what it wrote; rot in what it shares 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a sparse source: holes are not read, the image restores byte-exact", async () => {
+  const dir = await tempDir();
+  try {
+    const src = join(dir, "sparse.img");
+    // 256 MiB with data in blocks 3 and 40 only.
+    await writeImage(src, Object.assign(new Array(64).fill(0), { 3: 91, 40: 92 }));
+    const job = join(dir, "job");
+    expectOk(await backy(["-b", job, "init", "--backend", "chunked", "file", src]));
+    expectOk(await backy(["-b", job, "backup", "daily"]));
+    const [A] = await revisions(job);
+    const stats = A.raw.stats as Record<string, unknown>;
+    assertEquals([stats.hole_blocks, stats.blocks], [62, { changed: 2, unchanged: 0, zero: 62 }]);
+    const out = join(dir, "out.img");
+    expectOk(await backy(["-b", job, "restore", out]));
+    assert(await filesEqual(out, src));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
