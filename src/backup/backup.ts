@@ -6,6 +6,7 @@
  */
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { logger } from "../util/log.ts";
+import { type Progress, startProgress } from "../util/progress.ts";
 import { newRevisionId } from "../repo/id.ts";
 import { BLOCK_SIZE, BlockIndex } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
@@ -148,13 +149,19 @@ async function writeData(
 ): Promise<void> {
   // Workers first: starting them (a few ms of CPU each) overlaps the source's start.
   const pool = new WorkerPool(source.workersPerCore * WorkerPool.defaultSize());
+  const progress = startProgress({
+    command: "backup",
+    phase: "copying",
+    total: 0,
+    jobDir: job.path,
+  });
   let run: SourceRun | undefined;
   try {
     run = await source.start(rev, parent, parentIndex);
     const writer = await store.begin(rev, parent, parentIndex);
     let copied: Copied;
     try {
-      copied = await copyBlocks(run, writer, parentIndex, pool);
+      copied = await copyBlocks(run, writer, parentIndex, pool, progress);
       await pool.closeFiles();
       await writer.commit(copied.index);
     } catch (e) {
@@ -178,8 +185,10 @@ async function writeData(
     // is proven by the index (the scrub re-reads that); `verify: full` reads back everything.
     const full = job.config.verify === "full";
     const blocks = full ? undefined : changedBlocks(copied.fresh);
+    const toRead = blocks ? blocks.reduce((sum, i) => sum + index.blockLength(i), 0) : index.size;
+    progress.setPhase("verifying", toRead);
     try {
-      await verifyAndHeal(job, store, pool, run, writer, copied, rev, parent, blocks);
+      await verifyAndHeal(job, store, pool, run, writer, copied, rev, parent, blocks, progress);
       rev.stats.read_back_blocks = blocks?.length ?? index.count;
       if (run.sample) {
         rev.stats.verified_blocks = await verifySample(pool, index, writer.ref, run.sample, rev.id);
@@ -192,6 +201,7 @@ async function writeData(
     }
     await writer.seal();
   } finally {
+    progress.finish();
     pool.terminate();
     await run?.close();
   }
@@ -213,9 +223,10 @@ async function verifyAndHeal(
   rev: Revision,
   parent: Revision | undefined,
   blocks: number[] | undefined,
+  progress: Progress,
 ): Promise<void> {
   const { index } = copied;
-  let bad = await checkBlocks(pool, index, writer.ref, blocks);
+  let bad = await checkBlocks(pool, index, writer.ref, blocks, (n) => progress.advance(n));
   if (bad.length === 0) return;
   const found = bad;
   let moved = await store.quarantine(damagedBlocks(index, bad));
@@ -294,6 +305,7 @@ async function copyBlocks(
   writer: RevisionWriter,
   parentIndex: BlockIndex | undefined,
   pool: WorkerPool,
+  progress: Progress,
 ): Promise<Copied> {
   let index: BlockIndex | undefined;
   let fresh: Uint8Array | undefined;
@@ -316,6 +328,7 @@ async function copyBlocks(
         if (index) throw new BackyError("the source sent the image size twice");
         index = BlockIndex.empty(ev.size);
         await writer.setSize(ev.size);
+        progress.setPhase("copying", ev.size);
         continue;
       }
       if (!index) throw new BackyError("the source sent a block before the image size");
@@ -330,6 +343,7 @@ async function copyBlocks(
         idx.set(i, digest);
         if (digest) c.unchanged++;
         else c.zero++;
+        progress.advance(length);
         continue;
       }
       while (inflight.size >= window) await Promise.race(inflight);
@@ -351,6 +365,7 @@ async function copyBlocks(
         if (r.buffer) run.recycle(r.buffer);
         writer.stored(r.kind, r.digest, r.stored);
         idx.set(i, r.digest);
+        progress.advance(length);
         if (r.kind === "zero") {
           c.zero++;
           if (parent !== null) fresh![i] = 1; // a hole punched into the parent's data

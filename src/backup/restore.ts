@@ -6,6 +6,7 @@
 import { BackyError, errorMessage } from "../util/errors.ts";
 import { logger } from "../util/log.ts";
 import { alignedBuffer } from "../util/native/buffer.ts";
+import { type Progress, startProgress } from "../util/progress.ts";
 import { BLOCK_SIZE, blockCount } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import type { Revision } from "../repo/revision.ts";
@@ -41,6 +42,7 @@ async function streamBlocks(
   pool: WorkerPool,
   data: RevisionData,
   write: (bytes: Uint8Array) => Promise<void>,
+  progress: Progress,
 ): Promise<void> {
   const zeros = new Uint8Array(BLOCK_SIZE);
   const spare: Uint8Array[] = [];
@@ -49,7 +51,9 @@ async function streamBlocks(
     const into = req.digest !== null ? spare.pop() ?? alignedBuffer(BLOCK_SIZE) : undefined;
     return pool.read({ ...req, into });
   }, async (i, r) => {
-    await write(r.data ?? zeros.subarray(0, blockRequest(data, i).length));
+    const bytes = r.data ?? zeros.subarray(0, blockRequest(data, i).length);
+    await write(bytes);
+    progress.advance(bytes.length);
     if (r.data) spare.push(new Uint8Array(r.data.buffer, r.data.byteOffset, BLOCK_SIZE));
   });
 }
@@ -64,13 +68,15 @@ export async function restore(
   const readLock = await job.lockRead();
   const pool = new WorkerPool();
   let out: RestoreTarget | undefined;
+  let progress: Progress | undefined;
   try {
     const data = await storeFor(job, rev.backend).open(rev, { unchecked: opts.force });
     out = await openTarget(target, data.size, opts);
     if (target !== "-") log.info("Restoring revision", { id: rev.id, target, size: data.size });
+    progress = startProgress({ command: "restore", phase: "restoring", total: data.size });
     if (out.kind === "file") await Deno.truncate(out.tmp, data.size);
     if (out.kind === "stream") {
-      await streamBlocks(pool, data, out.write);
+      await streamBlocks(pool, data, out.write, progress);
     } else {
       // The Workers write into the file or device themselves.
       const dest = out.kind === "file"
@@ -80,7 +86,7 @@ export async function restore(
         blockCount(data.size),
         pool.size * 3,
         (i) => pool.read({ ...blockRequest(data, i), out: dest }),
-        () => {},
+        (i) => progress!.advance(blockRequest(data, i).length),
       );
     }
     await pool.closeFiles();
@@ -92,6 +98,7 @@ export async function restore(
     if (e instanceof BackyError) throw e;
     throw new BackyError(`restore of ${rev.id} failed: ${errorMessage(e)}`, { cause: e });
   } finally {
+    progress?.finish();
     pool.terminate();
     readLock.release();
   }
@@ -122,7 +129,12 @@ async function restoreToRbd(
   try {
     const data = await storeFor(job, rev.backend).open(rev);
     log.info("Restoring revision into Ceph", { id: rev.id, image: spec, size: data.size });
-    await rbd.importFrom(tmp, (feed) => streamBlocks(pool, data, feed));
+    const progress = startProgress({ command: "restore", phase: "restoring", total: data.size });
+    try {
+      await rbd.importFrom(tmp, (feed) => streamBlocks(pool, data, feed, progress));
+    } finally {
+      progress.finish();
+    }
     if (existing) await rbd.remove(spec);
     await rbd.rename(tmp, spec);
     log.info("Restore complete", { id: rev.id, image: spec, bytes: data.size });

@@ -14,6 +14,7 @@ import { isComplete, type Revision } from "../repo/revision.ts";
 import { resolveSpec } from "../repo/spec.ts";
 import { storeFor } from "../store/store.ts";
 import { WorkerPool } from "./pool.ts";
+import { type Progress, startProgress } from "../util/progress.ts";
 import { damagedBlocks, describe, type Mismatch, sampleIndices } from "./verify.ts";
 import { pipeline } from "./pool.ts";
 
@@ -72,6 +73,12 @@ export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyRe
   });
   const pool = new WorkerPool();
   const now = opts.now ?? Date.now() / 1000;
+  const progress = startProgress({
+    command: "verify",
+    phase: "verifying",
+    total: 0,
+    jobDir: job.path,
+  });
   try {
     const scan = await job.scan();
     for (const p of scan.problems) log.error(`Damaged metadata: ${p}`);
@@ -86,6 +93,7 @@ export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyRe
     } else if (opts.all) chosen = complete;
     else chosen = [resolveSpec(scan.revisions, opts.spec ?? "latest", job.path)];
 
+    progress.setPhase("verifying", chosen.reduce((sum, r) => sum + sizeOf(r), 0));
     const seen = new Map<string, string | null>(); // chunk digest -> damage reason or null
     const result: VerifyResult = { revisions: [], problems: scan.problems, bytes: 0, overdue: 0 };
     for (const rev of chosen) {
@@ -96,7 +104,7 @@ export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyRe
       if (opts.scrub && rev.verifiedAtUs !== undefined && now - rev.verifiedAtUs / 1e6 < recent) {
         continue;
       }
-      const verdict = await verifyRevision(job, rev, pool, seen, opts.samplePct);
+      const verdict = await verifyRevision(job, rev, pool, seen, progress, opts.samplePct);
       result.revisions.push(verdict);
       result.bytes += verdict.bytes;
       await record(job, rev, verdict, !opts.samplePct, now);
@@ -107,6 +115,7 @@ export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyRe
     }
     return result;
   } finally {
+    progress.finish();
     pool.terminate();
     await claim?.release();
     readLock.release();
@@ -119,6 +128,7 @@ async function verifyRevision(
   rev: Revision,
   pool: WorkerPool,
   seen: Map<string, string | null>,
+  progress: Progress,
   samplePct?: number,
 ): Promise<RevisionVerdict> {
   const store = storeFor(job, rev.backend);
@@ -168,6 +178,7 @@ async function verifyRevision(
     const i = toRead[k];
     verdict.checked++;
     verdict.bytes += index.blockLength(i);
+    progress.advance(index.blockLength(i));
     if (r.ok) return;
     const reason = r.reason ?? "does not match";
     bad.push({ block: i, reason });

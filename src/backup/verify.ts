@@ -34,6 +34,7 @@ export async function checkBlocks(
   index: BlockIndex,
   ref: StoreRef,
   blocks?: number[],
+  onBlock?: (bytes: number) => void,
 ): Promise<Mismatch[]> {
   const list = blocks ?? [...Array(index.count).keys()];
   const out: Mismatch[] = [];
@@ -46,6 +47,7 @@ export async function checkBlocks(
       digest: index.isZero(i) ? null : index.digest(i).slice(),
     }).catch((e) => ({ ok: false, reason: errorMessage(e) }));
   }, (k, r) => {
+    onBlock?.(index.blockLength(list[k]));
     if (!r.ok) out.push({ block: list[k], reason: r.reason ?? "does not match" });
   });
   return out;

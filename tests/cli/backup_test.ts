@@ -311,3 +311,26 @@ Deno.test("a relative source is relative to the job directory; -l logs to a file
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("backup, restore and verify report progress without a terminal", async () => {
+  const dir = await tempDir();
+  try {
+    const src = join(dir, "src.img");
+    await writeImage(src, Array.from({ length: 24 }, (_, i) => i + 1));
+    const job = join(dir, "job");
+    await initJob(job, src, "chunked");
+    const env = { BACKY_PROGRESS_INTERVAL: "0.05" };
+    const lines = (text: string) => text.split("\n").filter((l) => l.includes("Progress: "));
+    const b = expectOk(await backy(["-b", job, "backup", "daily"], { env }));
+    const bl = lines(b.stdout);
+    assert(bl.some((l) => /Progress: backup copying +\d+\.\d% .* of 96\.00 MiB/.test(l)), b.stdout);
+    assert(!(await fileExists(join(job, ".progress"))), ".progress removed at the end");
+    const out = join(dir, "out.img");
+    const r = expectOk(await backy(["-b", job, "restore", out], { env }));
+    assert(lines(r.stdout).some((l) => /Progress: restore restoring +\d+\.\d% /.test(l)), r.stdout);
+    const v = expectOk(await backy(["-b", job, "verify"], { env }));
+    assert(lines(v.stderr).some((l) => /Progress: verify verifying +\d+\.\d% /.test(l)), v.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
