@@ -46,7 +46,8 @@ async function streamBlocks(
 ): Promise<void> {
   const zeros = new Uint8Array(BLOCK_SIZE);
   const spare: Uint8Array[] = [];
-  await pipeline(blockCount(data.size), pool.size * 3, (i) => {
+  // Two blocks per Worker in flight keep both busy; each holds a 4 MiB buffer here.
+  await pipeline(blockCount(data.size), pool.size * 2, (i) => {
     const req = blockRequest(data, i);
     const into = req.digest !== null ? spare.pop() ?? alignedBuffer(BLOCK_SIZE) : undefined;
     return pool.read({ ...req, into });

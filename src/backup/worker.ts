@@ -32,7 +32,7 @@ const zeros = new Uint8Array(BLOCK_SIZE);
 
 /** Descriptors and block faces, kept until the coordinator asks to close them. */
 const readFds = new Map<string, number>();
-const stores = new Map<string, BlockStore>();
+const stores = new Map<string, Promise<BlockStore>>();
 const targets = new Map<string, PositionalWriter>();
 
 function readFd(path: string): number {
@@ -41,7 +41,7 @@ function readFd(path: string): number {
   return f;
 }
 
-function blocks(ref: StoreRef): BlockStore {
+function blocks(ref: StoreRef): Promise<BlockStore> {
   const key = JSON.stringify(ref);
   let b = stores.get(key);
   if (!b) stores.set(key, b = openBlocks(ref));
@@ -80,7 +80,7 @@ async function content(m: StoreRequest, store: BlockStore): Promise<Uint8Array> 
 
 /** Stores one block whose content is known: hole, unchanged, or written (design D4). */
 async function storeBlock(m: StoreRequest): Promise<StoreResult> {
-  const store = blocks(m.store);
+  const store = await blocks(m.store);
   const data = await content(m, store);
   let parent = m.parentDigest;
   if (parent === undefined && m.parentImage) {
@@ -103,8 +103,8 @@ async function storeBlock(m: StoreRequest): Promise<StoreResult> {
   return { kind: stored ? "written" : "dedup", digest, stored, buffer };
 }
 
-function check(m: CheckRequest): Promise<CheckResult> | CheckResult {
-  return blocks(m.store).check(m.offset, m.length, m.digest);
+async function check(m: CheckRequest): Promise<CheckResult> {
+  return await (await blocks(m.store)).check(m.offset, m.length, m.digest);
 }
 
 async function read(m: ReadRequest): Promise<ReadResult> {
@@ -114,7 +114,7 @@ async function read(m: ReadRequest): Promise<ReadResult> {
     data = zeros.subarray(0, m.length);
     zero = true;
   } else {
-    data = await blocks(m.store).get(m.offset, m.length, m.digest, m.into);
+    data = await (await blocks(m.store)).get(m.offset, m.length, m.digest, m.into);
     zero = m.digest === undefined ? isZero(data) : false;
   }
   if (m.out) {
@@ -132,7 +132,7 @@ async function read(m: ReadRequest): Promise<ReadResult> {
 
 async function close(): Promise<null> {
   for (const f of readFds.values()) fs.closeSync(f);
-  for (const s of stores.values()) await s.close();
+  for (const s of stores.values()) await (await s).close();
   for (const t of targets.values()) t.close();
   readFds.clear();
   stores.clear();

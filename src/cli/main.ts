@@ -14,9 +14,6 @@ import { backup } from "../backup/backup.ts";
 import { restore } from "../backup/restore.ts";
 import { expireJob } from "../backup/expire.ts";
 import { loadSchedulerConfig } from "../config/scheduler_config.ts";
-import { runScheduler } from "../scheduler/daemon.ts";
-import { check } from "../scheduler/check.ts";
-import { planJson, planRuns, planTable } from "../scheduler/plan.ts";
 import { SOURCE_TYPES, sourceFromCli } from "../repo/jobconfig.ts";
 import { init, initFromBucket, redactArgv, s3SettingsFor } from "./init.ts";
 import type { S3Store } from "../store/s3.ts";
@@ -36,7 +33,6 @@ import {
 import { refuseTerminal } from "../util/progress.ts";
 import { statusJson, statusTable } from "./status.ts";
 import { print, printErr } from "./output.ts";
-import { mountCommand, umountCommand } from "./mount.ts";
 import { mountedImage } from "../mount/mountinfo.ts";
 import { isComplete } from "../repo/revision.ts";
 
@@ -265,6 +261,7 @@ export function buildProgram(): Command {
     .option("--all", "the -b directory is a base directory: one folder per job in it")
     .addOption(new Option("--daemon-child").hideHelp())
     .action(async (mountpoint, opts) => {
+      const { mountCommand } = await import("./mount.ts");
       await mountCommand(g(), mountpoint, opts);
     });
 
@@ -273,6 +270,7 @@ export function buildProgram(): Command {
     .argument("<mountpoint>", "where it is mounted")
     .option("--lazy", "detach it now even if busy; it goes away once no longer used")
     .action(async (mountpoint, opts) => {
+      const { umountCommand } = await import("./mount.ts");
       await umountCommand(mountpoint, !!opts.lazy);
     });
 
@@ -309,6 +307,7 @@ export function buildProgram(): Command {
         .choices(["text", "json"] as const).default("text" as const),
     )
     .action(async (opts) => {
+      const { runScheduler } = await import("../scheduler/daemon.ts");
       await runScheduler(opts.config, VERSION);
     });
 
@@ -317,6 +316,7 @@ export function buildProgram(): Command {
     .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
     .option("--json", "print the verdict as JSON for scripts (same exit codes)")
     .action(async (opts) => {
+      const { check } = await import("../scheduler/check.ts");
       const r = await check(opts.config);
       print(opts.json ? JSON.stringify(r.json, null, 2) : r.text);
       if (r.code !== 0) throw new ExitCode(r.code);
@@ -343,6 +343,8 @@ export function buildProgram(): Command {
       }
       const n = Number(opts.n);
       if (!Number.isInteger(n) || n < 1) throw new BackyError(`-n must be a positive integer`);
+      // Loaded per command: what backup and restore never use stays out of their memory.
+      const { planJson, planRuns, planTable } = await import("../scheduler/plan.ts");
       const runs = planRuns(config, now, n, jobs);
       print(opts.json ? planJson(runs) : planTable(runs));
     });

@@ -2,17 +2,20 @@
 import type { BlockStore, StoreRef } from "./block_store.ts";
 import { CowBlocks } from "./cow_blocks.ts";
 import { ChunkedBlocks } from "./chunked_blocks.ts";
-import { S3Blocks } from "./s3_blocks.ts";
 
-const KINDS: {
-  [K in StoreRef["backend"]]: (ref: Extract<StoreRef, { backend: K }>) => BlockStore;
-} = {
-  cow: (ref) => new CowBlocks(ref.image),
-  chunked: (ref) => new ChunkedBlocks(ref.chunks),
-  s3: (ref) => new S3Blocks(ref),
-};
-
-/** The block face for `ref` (one instance per Worker and ref, kept while the Worker runs). */
-export function openBlocks(ref: StoreRef): BlockStore {
-  return (KINDS[ref.backend] as (r: StoreRef) => BlockStore)(ref);
+/**
+ * The block face for `ref` (one instance per Worker and ref, kept while the Worker runs).
+ * The s3 client is loaded only by Workers that need it (it costs every Worker memory).
+ */
+export async function openBlocks(ref: StoreRef): Promise<BlockStore> {
+  switch (ref.backend) {
+    case "cow":
+      return new CowBlocks(ref.image);
+    case "chunked":
+      return new ChunkedBlocks(ref.chunks);
+    case "s3": {
+      const { S3Blocks } = await import("./s3_blocks.ts");
+      return new S3Blocks(ref);
+    }
+  }
 }

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { BackyError } from "../util/errors.ts";
 import { DamagedBlockError } from "./block_store.ts";
 import { hex, sameDigest } from "../repo/index_file.ts";
-import { released } from "../util/gc.ts";
+import { free, released } from "../util/gc.ts";
 import { writeFileDurably } from "../util/directio.ts";
 import { alignedBuffer } from "../util/native/buffer.ts";
 
@@ -30,7 +30,15 @@ export function writeChunk(chunksDir: string, digest: Uint8Array, data: Uint8Arr
   if (fs.existsSync(path)) return 0;
   const dir = path.slice(0, path.lastIndexOf("/"));
   fs.mkdirSync(dir, { recursive: true });
-  const packed = looksIncompressible(data) ? rawFrame(data) : compress(data);
+  let packed = looksIncompressible(data) ? rawFrame(data) : compress(data);
+  if (packed.buffer !== readBuf.buffer) {
+    // Into the (page-aligned) frame buffer, so the write needs no buffer of its own.
+    const fresh = packed;
+    if (readBuf.length < fresh.length + 4096) readBuf = alignedBuffer(fresh.length + 4096);
+    readBuf.set(fresh);
+    packed = readBuf.subarray(0, fresh.length);
+    free(fresh); // zstd's output: copied
+  }
   const tmp = join(
     dir,
     `.${path.slice(dir.length + 1)}.tmp-${Math.random().toString(36).slice(2)}`,
@@ -51,9 +59,16 @@ function compress(data: Uint8Array): Uint8Array {
     chunkSize: ZSTD_CHUNK,
     params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 },
   });
-  released(packed.length);
+  // zstd's native context, which only a collection frees (the output is freed once written).
+  released(ZSTD_CONTEXT);
   return packed;
 }
+
+/**
+ * What a zstd call leaves behind until a collection, besides its output (freed explicitly):
+ * a little native state. Counted so that util/gc.ts collects now and then.
+ */
+const ZSTD_CONTEXT = 64 * 1024;
 
 const SAMPLES = 16;
 const SAMPLE_SIZE = 4096;
@@ -75,12 +90,13 @@ export function looksIncompressible(data: Uint8Array): boolean {
   const packed = zlib.zstdCompressSync(sampleBuf, {
     params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 },
   });
-  return packed.length > sampleBuf.length * 0.97;
+  const incompressible = packed.length > sampleBuf.length * 0.97;
+  free(packed);
+  return incompressible;
 }
 
 /** zstd's largest block (RFC 8878: Block_Maximum_Size is at most 128 KiB). */
 const RAW_BLOCK = 128 * 1024;
-let frameBuf: Uint8Array | undefined;
 
 /**
  * `data` as a standard zstd frame of raw (stored) blocks, as zstd itself writes
@@ -93,8 +109,9 @@ export function rawFrame(data: Uint8Array): Uint8Array {
   const size = 9 + 3 * blocks + data.length;
   // Room for writeFileDurably's padding to the next 4 KiB.
   const room = Math.ceil(size / 4096) * 4096;
-  if (!frameBuf || frameBuf.length < room) frameBuf = alignedBuffer(Math.max(room, ZSTD_CHUNK));
-  const out = frameBuf;
+  // The same buffer as chunk reads (never both within one request): one 4 MiB per Worker less.
+  if (readBuf.length < room) readBuf = alignedBuffer(room);
+  const out = readBuf;
   const fh = new DataView(out.buffer, out.byteOffset, 9);
   fh.setUint32(0, 0xfd2fb528, true);
   out[4] = 0xa0; // FCS field 4 bytes, single segment, no checksum, no dictionary
@@ -131,13 +148,6 @@ function storedFrame(
   expected: number,
   into: Uint8Array | undefined,
 ): Uint8Array | undefined {
-  if (packed.length < 6) return undefined;
-  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
-  if (view.getUint32(0, true) !== 0xfd2fb528) return undefined;
-  const fhd = packed[4];
-  const fcsFlag = fhd >> 6, single = (fhd >> 5) & 1, checksum = (fhd >> 2) & 1;
-  let pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3];
-  pos += [single ? 1 : 0, 2, 4, 8][fcsFlag];
   let target = into;
   if (!target || target.length < expected) {
     if (!outBuf || outBuf.length < expected) {
@@ -145,28 +155,64 @@ function storedFrame(
     }
     target = outBuf;
   }
+  const t = target;
   let out = 0;
+  const n = walkStoredFrame(packed, expected, (piece) => {
+    t.set(piece, out);
+    out += piece.length;
+  }, (byte, size) => {
+    t.fill(byte, out, out + size);
+    out += size;
+  });
+  return n === undefined ? undefined : t.subarray(0, n);
+}
+
+/**
+ * Walks a zstd frame made of raw and RLE blocks only (what incompressible data becomes),
+ * handing out its content piece by piece; returns its length, or undefined when the frame is
+ * anything else (compressed blocks, several frames, malformed) or longer than `expected`.
+ */
+function walkStoredFrame(
+  packed: Uint8Array,
+  expected: number,
+  raw: (piece: Uint8Array) => void,
+  rle: (byte: number, size: number) => void,
+): number | undefined {
+  if (packed.length < 6) return undefined;
+  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  if (view.getUint32(0, true) !== 0xfd2fb528) return undefined;
+  const fhd = packed[4];
+  const fcsFlag = fhd >> 6, single = (fhd >> 5) & 1, checksum = (fhd >> 2) & 1;
+  let pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3];
+  pos += [single ? 1 : 0, 2, 4, 8][fcsFlag];
+  // First check the block structure, so that nothing is handed out for another kind of frame.
+  let total = 0;
+  const pieces: [number, number, number][] = []; // type, position, size
   while (true) {
     if (pos + 3 > packed.length) return undefined;
     const header = packed[pos] | (packed[pos + 1] << 8) | (packed[pos + 2] << 16);
     pos += 3;
     const last = header & 1, type = (header >> 1) & 3, size = header >>> 3;
-    if (out + size > expected) return undefined;
+    if (total + size > expected) return undefined;
     if (type === 0) {
       if (pos + size > packed.length) return undefined;
-      target.set(packed.subarray(pos, pos + size), out);
+      pieces.push([0, pos, size]);
       pos += size;
     } else if (type === 1) {
       if (pos + 1 > packed.length) return undefined;
-      target.fill(packed[pos], out, out + size);
+      pieces.push([1, pos, size]);
       pos += 1;
     } else return undefined;
-    out += size;
+    total += size;
     if (last) break;
   }
   if (checksum) pos += 4;
   if (pos !== packed.length) return undefined;
-  return target.subarray(0, out);
+  for (const [type, at, size] of pieces) {
+    if (type === 0) raw(packed.subarray(at, at + size));
+    else rle(packed[at], size);
+  }
+  return total;
 }
 
 /**
@@ -225,16 +271,23 @@ export function readChunk(
   }
   let data: Uint8Array | undefined = storedFrame(packed, length, into);
   if (!data) {
+    let fresh: Uint8Array;
     try {
-      data = zlib.zstdDecompressSync(packed, { chunkSize: ZSTD_CHUNK });
+      fresh = zlib.zstdDecompressSync(packed, { chunkSize: ZSTD_CHUNK });
     } catch {
       throw new DamagedBlockError(`chunk ${path} is corrupt: cannot decompress`, path);
     }
-    released(data.length);
-    if (into && into.length >= data.length) {
-      into.set(data);
-      data = into.subarray(0, data.length);
+    // Into the caller's buffer or ours, and zlib's 4 MiB freed at once: no garbage per chunk.
+    let target = into;
+    if (!target || target.length < fresh.length) {
+      if (!outBuf || outBuf.length < fresh.length) {
+        outBuf = alignedBuffer(Math.max(fresh.length, ZSTD_CHUNK));
+      }
+      target = outBuf;
     }
+    target.set(fresh);
+    data = target.subarray(0, fresh.length);
+    free(fresh);
   }
   if (data.length !== length) {
     throw new DamagedBlockError(
@@ -247,6 +300,40 @@ export function readChunk(
     throw new DamagedBlockError(`chunk ${path} is corrupt: hash mismatch`, path);
   }
   return data;
+}
+
+/**
+ * Proves a chunk's content without keeping it (verification, scrub): the pieces of a stored
+ * frame are hashed where they lie, without the copy that readChunk makes; other frames are
+ * decompressed. Throws DamagedBlockError like readChunk.
+ */
+export function verifyChunk(chunksDir: string, digest: Uint8Array, length: number): void {
+  const path = chunkPath(chunksDir, digest);
+  let packed: Uint8Array;
+  try {
+    packed = readPacked(path);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === "ENOENT") {
+      throw new DamagedBlockError(`chunk ${path} is unreadable: missing`, path);
+    }
+    if (code === "EIO") throw new DamagedBlockError(`chunk ${path} is unreadable: ${e}`, path);
+    throw new BackyError(`chunk ${path} is unreadable: ${e}`);
+  }
+  const hash = createHash("sha256");
+  const n = walkStoredFrame(packed, length, (piece) => hash.update(piece), (byte, size) => {
+    hash.update(new Uint8Array(size).fill(byte));
+  });
+  if (n === undefined) {
+    readChunk(chunksDir, digest, length); // compressed: decompress and check
+    return;
+  }
+  if (n !== length) {
+    throw new DamagedBlockError(`chunk ${path} is corrupt: ${n} bytes instead of ${length}`, path);
+  }
+  if (!sameDigest(hash.digest(), digest)) {
+    throw new DamagedBlockError(`chunk ${path} is corrupt: hash mismatch`, path);
+  }
 }
 
 /**

@@ -24,6 +24,17 @@ const collect: ((opts?: { type: string }) => void) | undefined = (() => {
   }
 })();
 
+/**
+ * Frees a buffer's memory now: detaching its ArrayBuffer (transfer to length 0) releases
+ * the backing store at once, instead of whenever V8 next collects. For buffers that nothing
+ * else views, e.g. the output of a zlib call once copied or written: 200 decompressions of 4
+ * MiB grew RSS by 200 MiB without it, by 6 MiB with it (Deno 2.9).
+ */
+export function free(view: Uint8Array): void {
+  const buffer = view.buffer as ArrayBuffer & { transfer?: (n: number) => ArrayBuffer };
+  if (!buffer.resizable && buffer.transfer) buffer.transfer(0);
+}
+
 /** Records `bytes` of short-lived buffers; collects once enough piled up. */
 export function released(bytes: number): void {
   pending += bytes;
