@@ -8,10 +8,10 @@
  * file (fsync incl.), restore to /dev/null. Reports medians, min-max and new/base ratios.
  * The physical references of the same image are in bench/run.ts and bench/peers.ts.
  */
+import { changeOnePercent, makeImage } from "./images.ts";
 import { join, resolve } from "node:path";
 
 const GiB = 1024 ** 3;
-const BLOCK = 4 * 1024 ** 2;
 const size = Number(Deno.env.get("BENCH_GIB") ?? "2") * GiB;
 const rounds = Number(Deno.env.get("BENCH_ROUNDS") ?? "3");
 if (!Deno.args[0]) {
@@ -45,33 +45,6 @@ const backy = (which: keyof typeof checkouts, job: string, args: string) =>
     join(checkouts[which], "mod.ts")
   }' -b '${job}' ${args}`;
 
-async function makeImage(path: string) {
-  const f = await Deno.open(path, { write: true, create: true, truncate: true });
-  const buf = new Uint8Array(BLOCK);
-  for (let i = 0; i < size / BLOCK; i++) {
-    if (i % 4 === 3) continue;
-    for (let o = 0; o < BLOCK; o += 65536) crypto.getRandomValues(buf.subarray(o, o + 65536));
-    await f.seek(i * BLOCK, Deno.SeekMode.Start);
-    await f.write(buf);
-  }
-  await f.truncate(size);
-  f.close();
-}
-
-/** Rewrites 4 KiB in 1 % of the non-zero blocks. */
-async function changeOnePercent(path: string, seed: number) {
-  const f = await Deno.open(path, { write: true });
-  const blocks = size / BLOCK;
-  const n = Math.max(1, Math.round(blocks * 0.01));
-  for (let k = 0; k < n; k++) {
-    let i = Math.floor((k + 0.5) * blocks / n);
-    if (i % 4 === 3) i--;
-    await f.seek(i * BLOCK + 8192, Deno.SeekMode.Start);
-    await f.write(new Uint8Array(4096).fill(seed + k));
-  }
-  f.close();
-}
-
 const results = new Map<string, number[]>();
 const note = (key: string, s: number) => results.set(key, [...(results.get(key) ?? []), s]);
 
@@ -81,7 +54,7 @@ async function scenario(which: keyof typeof checkouts, dir: string, backend: str
   const job = join(dir, `job-${which}`);
   await sh(`rm -rf '${job}' && ${backy(which, job, `init --backend ${backend} file '${image}'`)}`);
   note(`${backend} first backup|${which}`, await timed(backy(which, job, "backup daily")));
-  await changeOnePercent(image, 7 + r);
+  await changeOnePercent(image, size, 7 + r);
   note(`${backend} incremental 1 %|${which}`, await timed(backy(which, job, "backup daily")));
   const target = join(dir, `restored-${which}.img`);
   await sh(`rm -f '${target}'; sync`);
@@ -98,7 +71,7 @@ async function scenario(which: keyof typeof checkouts, dir: string, backend: str
 }
 
 async function backend(dir: string, name: string) {
-  await makeImage(join(dir, "image.raw"));
+  await makeImage(join(dir, "image.raw"), size);
   for (let r = 0; r < rounds; r++) {
     const order: (keyof typeof checkouts)[] = r % 2 ? ["new", "base"] : ["base", "new"];
     for (const which of order) await scenario(which, dir, name, r);

@@ -6,11 +6,11 @@
  * backup with 1 % of blocks changed (verification included), restores, and peak RSS.
  * As root it adds the cow backend on an XFS loop filesystem with reflink.
  */
+import { changeOnePercent, makeImage } from "./images.ts";
 import { join } from "node:path";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
-const BLOCK = 4 * MiB;
 const size = Number(Deno.env.get("BENCH_GIB") ?? "4") * GiB;
 const mod = new URL("../mod.ts", import.meta.url).pathname;
 const work = Deno.env.get("BENCH_DIR") ?? await Deno.makeTempDir({ prefix: "backy-bench-" });
@@ -47,36 +47,6 @@ async function sh(script: string): Promise<void> {
   if (r.code !== 0) throw new Error(`${script}: ${new TextDecoder().decode(r.stderr)}`);
 }
 
-/** Writes the image: every 4th block zero, the rest random (incompressible). */
-async function makeImage(path: string) {
-  const f = await Deno.open(path, { write: true, create: true, truncate: true });
-  const buf = new Uint8Array(BLOCK);
-  for (let i = 0; i < size / BLOCK; i++) {
-    if (i % 4 === 3) continue;
-    for (let o = 0; o < BLOCK; o += 65536) crypto.getRandomValues(buf.subarray(o, o + 65536));
-    await f.seek(i * BLOCK, Deno.SeekMode.Start);
-    await f.write(buf);
-  }
-  await f.truncate(size);
-  f.close();
-}
-
-/** Changes 1 % of the non-zero blocks (one 4 KiB write each). */
-async function changeOnePercent(path: string, seed: number) {
-  const f = await Deno.open(path, { write: true });
-  const blocks = size / BLOCK;
-  const n = Math.max(1, Math.round(blocks * 0.01));
-  for (let k = 0; k < n; k++) {
-    let i = Math.floor((k + 0.5) * blocks / n);
-    if (i % 4 === 3) i--;
-    const data = new Uint8Array(4096).fill(seed + k);
-    await f.seek(i * BLOCK + 8192, Deno.SeekMode.Start);
-    await f.write(data);
-  }
-  f.close();
-  return n;
-}
-
 const mbps = (t: Timing) => (size / MiB / t.seconds).toFixed(0);
 const rows: string[][] = [];
 function report(name: string, t: Timing, ref?: Timing, refName?: string) {
@@ -106,7 +76,7 @@ async function benchBackend(
   if (ref.zstd && backend === "chunked") {
     report(`  same, against zstd -1 -T2`, first, ref.zstd, "zstd -1 -T2");
   }
-  const changed = await changeOnePercent(image, backend === "cow" ? 7 : 3);
+  const changed = await changeOnePercent(image, size, backend === "cow" ? 7 : 3);
   const incr = await timed(backy("-b", job, "backup", "incr"));
   report(
     `${backend}: incremental, ${changed} blocks changed (verify incl.)`,
@@ -148,7 +118,7 @@ async function references(image: string, dir: string): Promise<Record<string, Ti
 
 console.log(`backy benchmark: ${size / GiB} GiB image, work dir ${work}`);
 const image = join(work, "image.raw");
-await makeImage(image);
+await makeImage(image, size);
 const ref = await references(image, work);
 await benchBackend(work, "chunked", image, ref);
 

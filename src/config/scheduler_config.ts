@@ -7,7 +7,7 @@ import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../util/errors.ts";
 import { checkSource, duration, type SourceMapping } from "./source_config.ts";
 import { parseAddress } from "./address.ts";
-import { type S3Settings, validateS3 } from "./s3_config.ts";
+import { S3_KEYS, type S3Settings, validateS3 } from "./s3_config.ts";
 import {
   type Entry,
   listOf,
@@ -249,19 +249,10 @@ function parseGlobal(check: YamlChecker, at: Entry | undefined, configDir: strin
 
 /** `s3:` of `global`, validated by config/s3_config.ts; errors at the key's line. */
 function parseS3(check: YamlChecker, at: Entry, configDir: string): S3Settings {
-  const fields = check.fields(at, [
-    "endpoint",
-    "bucket",
-    "region",
-    "credentials-file",
-    "profile",
-    "host",
-    "lease-ttl",
-    "gc-grace",
-    "gc-interval",
-    "uploads",
-    "attempts",
-  ], { what: "a mapping with at least bucket" });
+  // The job's name in the bucket comes from the job, not from the global section.
+  const fields = check.fields(at, S3_KEYS.filter((k) => k !== "job"), {
+    what: "a mapping with at least bucket",
+  });
   const raw: Record<string, unknown> = {};
   for (const [k, e] of fields) raw[k] = check.scalar(e);
   const s3 = validateS3(

@@ -5,21 +5,10 @@
  */
 import { join } from "node:path";
 import { formatBytes } from "../util/format.ts";
+import type { ProgressRecord } from "../util/progress_format.ts";
 
-/** The `.progress` file's content. */
-export interface Progress {
-  pid: number;
-  command: string;
-  phase: string;
-  done: number;
-  total: number;
-  /** Bytes per second. */
-  rate: number;
-  /** Seconds, null while unknown. */
-  eta: number | null;
-  /** Unix seconds of the last update. */
-  updated: number;
-}
+/** The `.progress` file's content, as util/progress.ts writes it. */
+export type Progress = ProgressRecord;
 
 const PROGRESS_FILE = ".progress";
 

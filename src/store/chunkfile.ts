@@ -246,6 +246,20 @@ function readPacked(path: string): Uint8Array {
   }
 }
 
+/** A chunk file's bytes; a missing or unreadable file is damage (DamagedBlockError). */
+function readChunkFile(path: string): Uint8Array {
+  try {
+    return readPacked(path);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === "ENOENT") {
+      throw new DamagedBlockError(`chunk ${path} is unreadable: missing`, path);
+    }
+    if (code === "EIO") throw new DamagedBlockError(`chunk ${path} is unreadable: ${e}`, path);
+    throw new BackyError(`chunk ${path} is unreadable: ${e}`);
+  }
+}
+
 /**
  * Reads a chunk, decompresses it and proves its content hash; anything else is an error.
  * The bytes land in `into` when given (and large enough), else in a buffer the next call
@@ -258,17 +272,7 @@ export function readChunk(
   into?: Uint8Array,
 ): Uint8Array {
   const path = chunkPath(chunksDir, digest);
-  let packed: Uint8Array;
-  try {
-    packed = readPacked(path);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    if (code === "ENOENT") {
-      throw new DamagedBlockError(`chunk ${path} is unreadable: missing`, path);
-    }
-    if (code === "EIO") throw new DamagedBlockError(`chunk ${path} is unreadable: ${e}`, path);
-    throw new BackyError(`chunk ${path} is unreadable: ${e}`);
-  }
+  const packed = readChunkFile(path);
   let data: Uint8Array | undefined = storedFrame(packed, length, into);
   if (!data) {
     let fresh: Uint8Array;
@@ -309,17 +313,7 @@ export function readChunk(
  */
 export function verifyChunk(chunksDir: string, digest: Uint8Array, length: number): void {
   const path = chunkPath(chunksDir, digest);
-  let packed: Uint8Array;
-  try {
-    packed = readPacked(path);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    if (code === "ENOENT") {
-      throw new DamagedBlockError(`chunk ${path} is unreadable: missing`, path);
-    }
-    if (code === "EIO") throw new DamagedBlockError(`chunk ${path} is unreadable: ${e}`, path);
-    throw new BackyError(`chunk ${path} is unreadable: ${e}`);
-  }
+  const packed = readChunkFile(path);
   const hash = createHash("sha256");
   const n = walkStoredFrame(packed, length, (piece) => hash.update(piece), (byte, size) => {
     hash.update(new Uint8Array(size).fill(byte));
