@@ -8,94 +8,14 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:ass
 import { join } from "node:path";
 import { BLOCK_SIZE, BlockIndex, hex } from "../../src/repo/index_file.ts";
 import { JobDir } from "../../src/repo/jobdir.ts";
-import type { Revision } from "../../src/repo/revision.ts";
 import { storeFor } from "../../src/store/store.ts";
-import type { Store } from "../../src/store/store.ts";
 import { WorkerPool } from "../../src/backup/pool.ts";
-import type { StoreResult } from "../../src/backup/protocol.ts";
 import { alignedBuffer } from "../../src/util/native/buffer.ts";
-import { bytesEqual, randomBytes, tempDir } from "../helpers.ts";
+import { bytesEqual, tempDir } from "../helpers.ts";
+import { content, expected, readAll, revision, writeRevision } from "../store/store_helpers.ts";
 import { gateway, getObject, listKeys, newBucket, putObject, s3Test } from "./rgw.ts";
 
-const SIZE = 3 * BLOCK_SIZE + 12345;
 const gw = await gateway();
-
-function content(seed: number, length: number): Uint8Array {
-  return seed ? randomBytes(length, seed) : new Uint8Array(length);
-}
-
-function revision(id: string, parent?: Revision): Revision {
-  return {
-    id,
-    timestampUs: Date.now() * 1000,
-    parent: parent?.id ?? null,
-    stats: { bytes_written: 0 },
-    tags: ["daily"],
-    backend: "s3",
-    trust: "trusted",
-    extra: {},
-  };
-}
-
-async function writeRevision(
-  job: JobDir,
-  store: Store,
-  pool: WorkerPool,
-  rev: Revision,
-  blocks: number[],
-  parent?: { rev: Revision; index: BlockIndex },
-): Promise<{ index: BlockIndex; kinds: StoreResult["kind"][] }> {
-  const writer = await store.begin(rev, parent?.rev, parent?.index);
-  await writer.setSize(SIZE);
-  const index = BlockIndex.empty(SIZE);
-  const kinds: StoreResult["kind"][] = [];
-  for (let i = 0; i < index.count; i++) {
-    const length = index.blockLength(i);
-    const data = alignedBuffer(BLOCK_SIZE);
-    data.set(content(blocks[i], length));
-    const pi = parent?.index;
-    const r = await pool.store({
-      offset: i * BLOCK_SIZE,
-      length,
-      store: writer.ref,
-      content: { from: "data", data, uncovered: [], base: "zero" },
-      parentDigest: pi && !pi.isZero(i) ? pi.digest(i).slice() : null,
-      parentLength: pi ? pi.blockLength(i) : 0,
-    });
-    writer.stored(r.kind, r.digest, r.stored);
-    index.set(i, r.digest);
-    kinds.push(r.kind);
-  }
-  await pool.closeFiles();
-  await writer.commit(index);
-  await writer.seal();
-  rev.stats.duration = 0.1;
-  await job.writeRevision(rev, 0o440);
-  await store.publish?.(rev);
-  return { index, kinds };
-}
-
-async function readAll(store: Store, pool: WorkerPool, rev: Revision): Promise<Uint8Array> {
-  const data = await store.open(rev);
-  const out = new Uint8Array(data.size);
-  for (let i = 0; i * BLOCK_SIZE < data.size; i++) {
-    const length = Math.min(BLOCK_SIZE, data.size - i * BLOCK_SIZE);
-    const digest = data.index!.isZero(i) ? null : data.index!.digest(i).slice();
-    const r = await pool.read({ offset: i * BLOCK_SIZE, length, store: data.ref, digest });
-    if (r.data) out.set(r.data, i * BLOCK_SIZE);
-  }
-  await pool.closeFiles();
-  return out;
-}
-
-function expected(blocks: number[]): Uint8Array {
-  const out = new Uint8Array(SIZE);
-  for (let i = 0; i * BLOCK_SIZE < SIZE; i++) {
-    const length = Math.min(BLOCK_SIZE, SIZE - i * BLOCK_SIZE);
-    out.set(content(blocks[i], length), i * BLOCK_SIZE);
-  }
-  return out;
-}
 
 s3Test(gw, "store conformance: s3", async (g) => {
   const dir = await tempDir();
@@ -124,7 +44,7 @@ s3Test(gw, "store conformance: s3", async (g) => {
     ]);
     const chunkKey = (d: Uint8Array) => `chunks/${hex(d).slice(0, 2)}/${hex(d)}`;
 
-    const A = revision("AAAAAAAAAAAAAAAAAAAAAA");
+    const A = revision("AAAAAAAAAAAAAAAAAAAAAA", "s3");
     const blocksA = [11, 0, 12, 13];
     const { index: indexA, kinds } = await writeRevision(job, store, pool, A, blocksA);
     assertEquals(kinds, ["written", "zero", "written", "written"]);
@@ -143,7 +63,7 @@ s3Test(gw, "store conformance: s3", async (g) => {
     assert(await getObject(g, bucket, `jobs/conf/${A.id}.rev`), ".rev published");
 
     // On a parent: unchanged blocks are the parent's; a repeat of a known block is not sent.
-    const B = revision("BBBBBBBBBBBBBBBBBBBBBB", A);
+    const B = revision("BBBBBBBBBBBBBBBBBBBBBB", "s3", A);
     const blocksB = [11, 11, 12, 14];
     const b = await writeRevision(job, store, pool, B, blocksB, { rev: A, index: indexA });
     assertEquals(b.kinds, ["same", "dedup", "same", "written"]);
@@ -151,7 +71,7 @@ s3Test(gw, "store conformance: s3", async (g) => {
     assert(bytesEqual(await readAll(store, pool, A), expected(blocksA)), "A unchanged");
 
     // A partly sent block takes the parent's bytes in its gaps.
-    const C = revision("CCCCCCCCCCCCCCCCCCCCCC", B);
+    const C = revision("CCCCCCCCCCCCCCCCCCCCCC", "s3", B);
     const wc = await store.begin(C, B, b.index);
     const part = alignedBuffer(BLOCK_SIZE);
     part.fill(0x5a, 4096, 8192);
@@ -183,7 +103,7 @@ s3Test(gw, "store conformance: s3", async (g) => {
     await wc.abort();
 
     // Abort: no index in the bucket, open refuses; chunks stay for the collector.
-    const D = revision("DDDDDDDDDDDDDDDDDDDDDD", B);
+    const D = revision("DDDDDDDDDDDDDDDDDDDDDD", "s3", B);
     const wd = await store.begin(D, B, undefined);
     const d = alignedBuffer(BLOCK_SIZE);
     d.set(content(99, BLOCK_SIZE));
@@ -201,7 +121,7 @@ s3Test(gw, "store conformance: s3", async (g) => {
     assertEquals(await getObject(g, bucket, `jobs/conf/${D.id}.index`), undefined);
     await rejects(() => store.open({ ...D, stats: { bytes_written: 0, duration: 1 } }));
     assert(await getObject(g, bucket, chunkKey(rd.digest!)), "chunk kept");
-    await rejects(() => store.open(revision("EEEEEEEEEEEEEEEEEEEEEE")), /is incomplete/);
+    await rejects(() => store.open(revision("EEEEEEEEEEEEEEEEEEEEEE", "s3")), /is incomplete/);
 
     // A damaged chunk: never returned, named, quarantined.
     const dataB = await store.open(B);
