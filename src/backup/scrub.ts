@@ -4,9 +4,13 @@
  * and moves damaged chunks aside so the next backup stores them anew. Revisions that share
  * chunks (chunked) cost one read per chunk per run. As a scrub (`--scrub`, what the
  * scheduler runs daily), it takes the revisions whose last verification is oldest first and
- * stops at a byte budget, so that every stored block is read at least once per period.
+ * stops at a byte budget, so that every stored block is read at least once per period. The
+ * budget holds within a revision too: a revision larger than one run's budget is read in
+ * parts, and `.scrub-cursor` says where the next run goes on.
  */
+import { join } from "node:path";
 import { BackyError, errorMessage } from "../util/errors.ts";
+import { atomicWrite, removeIfExists } from "../util/fs.ts";
 import { logger } from "../util/log.ts";
 import { BLOCK_SIZE, hex } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
@@ -39,6 +43,38 @@ export interface RevisionVerdict {
   damage: string[];
   /** Why it could not be checked at all (e.g. a 2.x revision without index). */
   skipped?: string;
+  /** Blocks from..next were checked (a scrub's part); `next` is where the next run goes on. */
+  part?: { from: number; next?: number; count: number };
+}
+
+/** Where a scrub stopped inside a revision, and when it started reading that revision. */
+interface Cursor {
+  id: string;
+  next: number;
+  /** Microseconds: a revision read in parts counts as verified when its first part was. */
+  sinceUs: number;
+}
+
+const CURSOR_FILE = ".scrub-cursor";
+
+async function readCursor(job: JobDir): Promise<Cursor | undefined> {
+  let text;
+  try {
+    text = await Deno.readTextFile(join(job.path, CURSOR_FILE));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  try {
+    const c = JSON.parse(text);
+    if (
+      typeof c.id === "string" && Number.isSafeInteger(c.next) && c.next > 0 &&
+      Number.isSafeInteger(c.sinceUs)
+    ) return { id: c.id, next: c.next, sinceUs: c.sinceUs };
+  } catch { /* reported below */ }
+  // Costs at most one revision read again from its start.
+  log.warning(`Ignoring a damaged ${CURSOR_FILE}; the scrub starts afresh`);
+  return undefined;
 }
 
 export interface VerifyResult {
@@ -85,8 +121,15 @@ export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyRe
     const complete = scan.revisions.filter(isComplete);
     let chosen: Revision[];
     let budget = Infinity;
+    let cursor: Cursor | undefined;
     if (opts.scrub) {
       chosen = [...complete].sort((a, b) => provenAt(a) - provenAt(b));
+      // A revision begun by an earlier run goes first, from where that run stopped.
+      cursor = await readCursor(job);
+      const resumed = cursor && chosen.findIndex((r) => r.id === cursor!.id);
+      if (cursor && resumed !== undefined && resumed >= 0) {
+        chosen.unshift(...chosen.splice(resumed, 1));
+      } else cursor = undefined;
       const total = complete.reduce((sum, r) => sum + sizeOf(r), 0);
       const days = Math.max(1, opts.scrub.period / 86400);
       budget = opts.scrub.maxBytes ?? Math.max(Math.ceil((2 * total) / days), BLOCK_SIZE);
@@ -98,16 +141,37 @@ export async function verify(job: JobDir, opts: VerifyOptions): Promise<VerifyRe
     const result: VerifyResult = { revisions: [], problems: scan.problems, bytes: 0, overdue: 0 };
     for (const rev of chosen) {
       if (result.bytes >= budget) break;
+      const from = cursor?.id === rev.id ? cursor.next : 0;
       // Verified recently: today (a quarter of a short period). A fresh backup is read by
       // its first scrub, whatever its age.
       const recent = Math.min(86400, (opts.scrub?.period ?? 0) / 4);
-      if (opts.scrub && rev.verifiedAtUs !== undefined && now - rev.verifiedAtUs / 1e6 < recent) {
-        continue;
-      }
-      const verdict = await verifyRevision(job, rev, pool, seen, progress, opts.samplePct);
+      if (
+        opts.scrub && !from && rev.verifiedAtUs !== undefined &&
+        now - rev.verifiedAtUs / 1e6 < recent
+      ) continue;
+      const verdict = await verifyRevision(job, rev, pool, seen, progress, {
+        samplePct: opts.samplePct,
+        from,
+        budget: budget - result.bytes,
+      });
       result.revisions.push(verdict);
       result.bytes += verdict.bytes;
-      await record(job, rev, verdict, !opts.samplePct, now);
+      const next = verdict.part?.next;
+      if (next !== undefined) {
+        const sinceUs = from ? cursor!.sinceUs : Math.round(now * 1e6);
+        await atomicWrite(
+          join(job.path, CURSOR_FILE),
+          JSON.stringify({ id: rev.id, next, sinceUs }) + "\n",
+          0o600,
+        );
+        await record(job, rev, verdict, false, now); // damage now; proven when whole
+        break;
+      }
+      const provenUs = from ? cursor!.sinceUs : Math.round(now * 1e6);
+      // Damage an earlier part found stays until a whole read finds none.
+      const whole = !opts.samplePct && !(from && rev.trust === "distrusted");
+      await record(job, rev, verdict, whole, provenUs / 1e6);
+      if (from) await removeIfExists(join(job.path, CURSOR_FILE));
     }
     if (opts.scrub) {
       const fresh = (await job.scan()).revisions.filter(isComplete);
@@ -129,8 +193,9 @@ async function verifyRevision(
   pool: WorkerPool,
   seen: Map<string, string | null>,
   progress: Progress,
-  samplePct?: number,
+  range: { samplePct?: number; from: number; budget: number },
 ): Promise<RevisionVerdict> {
+  const { samplePct, from, budget } = range;
   const store = storeFor(job, rev.backend);
   const verdict: RevisionVerdict = { id: rev.id, checked: 0, bytes: 0, damage: [] };
   let data;
@@ -152,9 +217,19 @@ async function verifyRevision(
     blocks = sampleIndices(withData.length, Math.min(k, withData.length)).map((j) => withData[j])
       .sort((a, b) => a - b);
   }
+  if (from || budget < Infinity) {
+    blocks = blocks.filter((i) => i >= from);
+  }
   const bad: Mismatch[] = [];
   const toRead: number[] = [];
+  let planned = 0;
+  let next: number | undefined;
   for (const i of blocks) {
+    // The budget holds to within one block: the rest is the next run's.
+    if (planned >= budget) {
+      next = i;
+      break;
+    }
     if (store.sharedBlocks && !index.isZero(i)) {
       const key = hex(index.digest(i));
       if (seen.has(key)) {
@@ -165,7 +240,9 @@ async function verifyRevision(
       seen.set(key, null); // claimed: its check below fills in the reason
     }
     toRead.push(i);
+    planned += index.blockLength(i);
   }
+  if (from || next !== undefined) verdict.part = { from, next, count: index.count };
   await pipeline(toRead.length, pool.size * 3, (k) => {
     const i = toRead[k];
     return pool.check({

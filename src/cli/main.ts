@@ -219,7 +219,12 @@ export function buildProgram(): Command {
       for (const v of r.revisions) {
         if (v.skipped) print(`${v.id} not checked: ${v.skipped}`);
         else if (v.damage.length === 0) {
-          print(`${v.id} OK (${v.checked} blocks, ${formatBytes(v.bytes)} read)`);
+          const part = v.part
+            ? `blocks ${v.part.from}-${(v.part.next ?? v.part.count) - 1} of ${v.part.count}` +
+              (v.part.next === undefined ? ", the rest read before" : ", the rest next run") +
+              ": "
+            : "";
+          print(`${v.id} OK (${part}${v.checked} blocks, ${formatBytes(v.bytes)} read)`);
         } else {
           print(`${v.id} DAMAGED: ${v.damage.length} block(s); ${v.damage.slice(0, 5).join("; ")}`);
         }

@@ -190,15 +190,59 @@ Deno.test("verify --sample and --scrub: a share of the blocks; stalest first wit
     assertEquals(s.stdout, `${A.id} OK (2 blocks, 8.00 MiB read)\n`);
     assertEquals((await revisions(job))[0].trust, "trusted", "a sample proves no whole revision");
 
-    // A budget of one revision: the stalest (never verified: the oldest) goes first...
-    const one = expectOk(await backy(["-b", job, "verify", "--scrub", "--max-bytes", "1M"]));
-    assertEquals(one.stdout.split("\n")[0], `${A.id} OK (20 blocks, 80.00 MiB read)`);
-    assertIncludes(one.stdout, "scrubbed 1 revision(s), 80.00 MiB read");
+    // A budget of half a revision: the stalest (never verified: the oldest) goes first, and
+    // the budget holds inside it; a cursor (owner-only) says where the next run goes on.
+    const cursor = join(job, ".scrub-cursor");
+    const t0 = Date.now();
+    const one = expectOk(await backy(["-b", job, "verify", "--scrub", "--max-bytes", "40M"]));
+    assertEquals(
+      one.stdout.split("\n")[0],
+      `${A.id} OK (blocks 0-9 of 20, the rest next run: 10 blocks, 40.00 MiB read)`,
+    );
+    assertIncludes(one.stdout, "scrubbed 1 revision(s), 40.00 MiB read; 0 not verified");
+    assertEquals((await revisions(job))[0].trust, "trusted", "half a revision proves nothing");
+    assertEquals((await Deno.stat(cursor)).mode! & 0o777, 0o600);
+    // ...the next run finishes it; it counts as verified when its first part was read...
+    const t1 = Date.now();
+    const two = expectOk(await backy(["-b", job, "verify", "--scrub", "--max-bytes", "40M"]));
+    assertEquals(
+      two.stdout.split("\n")[0],
+      `${A.id} OK (blocks 10-19 of 20, the rest read before: 10 blocks, 40.00 MiB read)`,
+    );
+    const a = (await revisions(job))[0];
+    assertEquals(a.trust, "verified");
+    const at = Date.parse(String(a.raw.verified_at));
+    assert(at >= t0 - 1000 && at < t1, `the first part's time, not ${a.raw.verified_at}`);
+    assertEquals(await fileExists(cursor), false);
     // ...and what was proven today is skipped: B next (all of it: chunks are read once per
     // run, not once ever).
-    const two = expectOk(await backy(["-b", job, "verify", "--scrub", "--max-bytes", "1M"]));
-    assertEquals(two.stdout.split("\n")[0], `${B.id} OK (20 blocks, 80.00 MiB read)`);
-    assertIncludes(two.stdout, "0 not verified within 30d");
+    const three = expectOk(await backy(["-b", job, "verify", "--scrub", "--max-bytes", "1G"]));
+    assertEquals(three.stdout.split("\n")[0], `${B.id} OK (20 blocks, 80.00 MiB read)`);
+    assertIncludes(three.stdout, "0 not verified within 30d");
+    // A damaged cursor costs a fresh start, nothing else.
+    await Deno.writeTextFile(cursor, "{garbage");
+    const four = await backy(["-b", job, "verify", "--scrub", "--max-bytes", "4M"]);
+    assertEquals(four.code, 0, four.stderr);
+    assertIncludes(four.stderr, "Ignoring a damaged .scrub-cursor");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a scrub in parts: damage found in the first part outlives a clean second part", async () => {
+  const dir = await tempDir();
+  try {
+    const blocks = Array.from({ length: 8 }, (_, i) => 40 + i);
+    const { job } = await backedUpJob(dir, blocks, "chunked");
+    const chunk = chunkOf(job, randomBytes(BLOCK, 41));
+    await corrupt(chunk, 100, new Uint8Array([1, 2, 3]));
+    const one = await backy(["-b", job, "verify", "--scrub", "--max-bytes", "16M"]);
+    assertEquals(one.code, 1, one.stderr);
+    assertIncludes(one.stdout, "DAMAGED: 1 block(s); block 1 (offset 4194304)");
+    assertEquals((await revisions(job))[0].trust, "distrusted");
+    const two = expectOk(await backy(["-b", job, "verify", "--scrub", "--max-bytes", "16M"]));
+    assertIncludes(two.stdout, "OK (blocks 4-7 of 8, the rest read before: 4 blocks");
+    assertEquals((await revisions(job))[0].trust, "distrusted", "the first part's damage stays");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
