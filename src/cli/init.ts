@@ -17,7 +17,6 @@ import { S3Client } from "../store/s3_client.ts";
 import { s3Endpoint } from "../store/s3.ts";
 import { configKey } from "../store/s3_layout.ts";
 import { parseJobConfig } from "../repo/jobconfig.ts";
-import type { S3Store } from "../store/s3.ts";
 
 const log = logger("init");
 
@@ -134,12 +133,12 @@ export async function initFromBucket(dir: string, s3: S3Settings): Promise<numbe
     s3,
   });
   const job = await JobDir.open(path);
-  const actions = await (storeFor(job) as unknown as S3Store).pull();
+  const pulled = await storeFor(job).pull!();
   log.info("Initialized job from the bucket", {
     dir: path,
     job: s3.job,
     bucket: s3.bucket,
-    revisions: actions.filter((a) => a.do === "download").length,
+    revisions: pulled.fetched,
   });
-  return actions.length;
+  return pulled.fetched + pulled.removed + pulled.published;
 }

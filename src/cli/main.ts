@@ -9,14 +9,13 @@ import { BackyError, errorMessage } from "../util/errors.ts";
 import { logger, setupLogging, stopLogging } from "../util/log.ts";
 import { JobDir } from "../repo/jobdir.ts";
 import { resolveSpec } from "../repo/spec.ts";
-import { storeFor } from "../store/store.ts";
+import { BACKENDS, storeFor } from "../store/store.ts";
 import { backup } from "../backup/backup.ts";
 import { restore } from "../backup/restore.ts";
 import { expireJob } from "../backup/expire.ts";
 import { loadSchedulerConfig } from "../config/scheduler_config.ts";
 import { SOURCE_TYPES, sourceFromCli } from "../repo/jobconfig.ts";
 import { init, initFromBucket, redactArgv, s3SettingsFor } from "./init.ts";
-import type { S3Store } from "../store/s3.ts";
 import { changeTags, checkTags, parseTags } from "../backup/tags.ts";
 import { verify } from "../backup/scrub.ts";
 import { parseDuration, parseSize } from "../config/duration.ts";
@@ -114,9 +113,9 @@ export function buildProgram(): Command {
         );
       }
       if (
-        opts.backend !== undefined && !["cow", "chunked", "s3"].includes(opts.backend)
+        opts.backend !== undefined && !(BACKENDS as readonly string[]).includes(opts.backend)
       ) {
-        throw new UsageError(`unknown backend '${opts.backend}' (known: cow, chunked, s3)`);
+        throw new UsageError(`unknown backend '${opts.backend}' (known: ${BACKENDS.join(", ")})`);
       }
       if (opts.bucket !== undefined && opts.backend !== "s3") {
         throw new UsageError("--bucket goes with --backend s3");
@@ -135,15 +134,11 @@ export function buildProgram(): Command {
     .action(async () => {
       const job = await openJob(g());
       const store = storeFor(job);
-      if (store.backend !== "s3") {
+      if (!store.pull) {
         throw new BackyError(`${job.path} uses the ${store.backend} backend; pull is for s3 jobs`);
       }
-      const actions = await (store as unknown as S3Store).pull();
-      print(
-        `${actions.filter((a) => a.do === "download").length} revision(s) fetched, ` +
-          `${actions.filter((a) => a.do === "remove-local").length} removed, ` +
-          `${actions.filter((a) => a.do === "push").length} published`,
-      );
+      const r = await store.pull!();
+      print(`${r.fetched} revision(s) fetched, ${r.removed} removed, ${r.published} published`);
     });
 
   program.command("backup")

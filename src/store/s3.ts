@@ -30,7 +30,14 @@ import {
 } from "./s3_layout.ts";
 import { LeaseHolder } from "./s3_lease.ts";
 import { publishRev, pullJob } from "./s3_sync.ts";
-import type { Claim, DamagedBlock, RevisionData, RevisionWriter, Store } from "./store.ts";
+import type {
+  Claim,
+  DamagedBlock,
+  PullResult,
+  RevisionData,
+  RevisionWriter,
+  Store,
+} from "./store.ts";
 
 const log = logger("s3");
 
@@ -159,8 +166,14 @@ export class S3Store implements Store {
   }
 
   /** Brings the job directory up to date with the bucket (no lease: read-only). */
-  pull() {
-    return pullJob(this.client, this.job, this.name);
+  async pull(): Promise<PullResult> {
+    const actions = await pullJob(this.client, this.job, this.name);
+    const count = (what: string) => actions.filter((a) => a.do === what).length;
+    return {
+      fetched: count("download"),
+      removed: count("remove-local"),
+      published: count("push"),
+    };
   }
 
   async begin(rev: Revision, parent: Revision | undefined): Promise<RevisionWriter> {

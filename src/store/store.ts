@@ -99,6 +99,15 @@ export interface Store {
    * trust changed), publishes it, so other hosts see the job as this one does.
    */
   publish?(rev: Revision): Promise<void>;
+  /** Remote stores only: brings the job directory up to date with the remote copy. */
+  pull?(): Promise<PullResult>;
+}
+
+/** What a pull changed in the job directory. */
+export interface PullResult {
+  fetched: number;
+  removed: number;
+  published: number;
 }
 
 const STORES: Record<Backend, new (job: JobDir) => Store> = {
