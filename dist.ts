@@ -9,7 +9,7 @@
  * unreachable. Prints what it built.
  */
 import { join } from "node:path";
-import { PERMISSIONS, RUN_FLAGS } from "./src/util/entry.ts";
+import { PERMISSIONS, RUN_FLAGS, V8_FLAGS } from "./src/util/entry.ts";
 
 const root = new URL(".", import.meta.url).pathname;
 // `--out DIR` (tests build into a temporary directory); default dist/.
@@ -57,6 +57,7 @@ if (Deno.args.includes("--compile")) {
     "--no-config",
     "--no-lock",
     ...PERMISSIONS,
+    ...V8_FLAGS,
     "--output",
     binary,
     bundle,

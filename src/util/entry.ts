@@ -7,7 +7,8 @@
  *   no `./worker.ts` beside it, but it always contains that module, so one file serves as
  *   both the program and its Worker.
  * - the scheduler runs backy itself (`selfCommand()`): the compiled binary, `deno run` on
- *   the bundle, or `deno run` on mod.ts of the checkout, always with `RUN_FLAGS`.
+ *   the bundle, or `deno run` on mod.ts of the checkout, always with backy's permissions
+ *   and V8 flags.
  */
 
 /** `name` given to data-path Workers; a module loaded under this name runs the Worker code. */
@@ -28,8 +29,17 @@ export function inDataWorker(): boolean {
 export const PERMISSIONS: readonly string[] = ["--allow-all"];
 
 /**
- * `deno run` flags for the bundle: backy's permissions, and nothing resolved from a
- * config file, a lock file, the npm registry or remote URLs (the bundle contains all).
+ * V8 flags for backy: the main thread's young generation at 1 MiB per semi-space instead of
+ * up to 16. Its garbage is small objects; the data itself lives in ArrayBuffers outside the
+ * young generation. Peak RSS of a 1 GiB chunked backup 148 -> 140 MiB, restore 142 -> 134
+ * MiB, same times (A/B, 3 rounds). Only a command-line flag works: Workers started after a
+ * runtime setFlagsFromString showed no difference.
+ */
+export const V8_FLAGS: readonly string[] = ["--v8-flags=--max-semi-space-size=1"];
+
+/**
+ * `deno run` flags for the bundle: backy's permissions and V8 flags, and nothing resolved
+ * from a config file, a lock file, the npm registry or remote URLs (the bundle contains all).
  */
 export const RUN_FLAGS: readonly string[] = [
   "--no-config",
@@ -38,6 +48,7 @@ export const RUN_FLAGS: readonly string[] = [
   "--no-npm",
   "--quiet",
   ...PERMISSIONS,
+  ...V8_FLAGS,
 ];
 
 /** How this backy runs: from a source checkout, as the bundle, or compiled. */
@@ -78,6 +89,6 @@ export function selfCommand(): string[] {
     case "bundle":
       return [Deno.execPath(), "run", ...RUN_FLAGS, selfScript()];
     case "source":
-      return [Deno.execPath(), "run", "--quiet", ...PERMISSIONS, selfScript()];
+      return [Deno.execPath(), "run", "--quiet", ...PERMISSIONS, ...V8_FLAGS, selfScript()];
   }
 }

@@ -102,7 +102,10 @@ Deno.test("the artifact runs offline with only deno: backup, status, restore, sc
       `the build is one file (network cut by ${a.unshare ? "unshare -n" : "dead proxies"})`,
       async () => {
         const first = (await Deno.readTextFile(a.artifact)).split("\n", 1)[0];
-        assertMatch(first, /^#!\/usr\/bin\/env -S deno run --no-config .*--allow-all$/);
+        assertMatch(
+          first,
+          /^#!\/usr\/bin\/env -S deno run --no-config .*--allow-all --v8-flags=--max-semi-space-size=1$/,
+        );
         assert(((await Deno.stat(a.artifact)).mode! & 0o111) !== 0, "executable");
         const v = await a.run(["--version"]);
         ok(v, "--version");

@@ -1,6 +1,6 @@
 /** How backy decides where it runs from (source, bundle, compiled binary). */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { PERMISSIONS, RUN_FLAGS, runModeOf, selfCommand } from "../../src/util/entry.ts";
+import { PERMISSIONS, RUN_FLAGS, runModeOf, selfCommand, V8_FLAGS } from "../../src/util/entry.ts";
 import { MOD } from "../helpers.ts";
 
 Deno.test("runModeOf: source checkout, bundle, compiled binary", () => {
@@ -14,7 +14,15 @@ Deno.test("selfCommand from source: deno run with backy's permissions on mod.ts;
   const saved = Deno.env.get("BACKY_CMD");
   try {
     Deno.env.delete("BACKY_CMD");
-    assertEquals(selfCommand(), [Deno.execPath(), "run", "--quiet", ...PERMISSIONS, MOD]);
+    assertEquals(selfCommand(), [
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      ...PERMISSIONS,
+      "--v8-flags=--max-semi-space-size=1",
+      MOD,
+    ]);
+    assertEquals(RUN_FLAGS.slice(-2), [...PERMISSIONS, ...V8_FLAGS]);
     Deno.env.set("BACKY_CMD", "/opt/backy/bin/backy");
     assertEquals(selfCommand(), ["/opt/backy/bin/backy"]);
   } finally {
