@@ -206,6 +206,7 @@ async function watchBackup(job: string, perfData?: string): Promise<Watched> {
   const marks: Marks = { spawn: monotonic() };
   const child = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
+    cwd: work, // V8 writes isolate-*.log files into the current directory
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -519,6 +520,7 @@ try {
       const perfData = havePerf ? join(work, `perf-${backend}-${cold}.data`) : undefined;
       const w = await watchBackup(job, perfData);
       const perf = perfData ? await perfProfile(w, sha) : undefined;
+      await Deno.remove(`/tmp/perf-${w.pid}.map`).catch(() => {}); // --perf-basic-prof's
       console.log(report(`${backend}, ${cold ? "cold" : "warm"} cache`, w, perf));
     }
     await sh(`rm -rf ${q(job)}`);
