@@ -35,7 +35,9 @@ import { createCipheriv, createHash } from "node:crypto";
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
 
+/** Bytes in a MiB. */
 export const MiB = 1024 ** 2;
+/** Bytes in a GiB. */
 export const GiB = 1024 ** 3;
 /** backy's block size, and the unit in which the images are made and changed. */
 export const BLOCK = 4 * MiB;
@@ -216,6 +218,7 @@ export function rewriteBlocks(path: string, layout: Layout, blocks: number[], se
 // Processes, timing, caches.
 
 const dec = new TextDecoder();
+/** Cold-cache rows and the XFS loop mount need root. */
 export const isRoot = Deno.uid() === 0;
 
 /** Runs a bash script (`set -euo pipefail`); its stdout; throws with stderr on failure. */
@@ -233,6 +236,7 @@ export async function sh(script: string, env: Record<string, string> = {}): Prom
   return dec.decode(out.stdout);
 }
 
+/** `s` quoted for bash. */
 export const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** One timed run: wall seconds, peak RSS (KiB, largest process), CPU seconds (user+system). */
