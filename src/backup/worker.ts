@@ -10,6 +10,7 @@ import { isZero, sha256 } from "../util/bytes.ts";
 import { PositionalWriter, preadFull } from "../util/directio.ts";
 import { released } from "../util/gc.ts";
 import { alignedBuffer } from "../util/native/buffer.ts";
+import { readAhead } from "../util/native/readahead.ts";
 import { BLOCK_SIZE, sameDigest } from "../repo/index_file.ts";
 import type { BlockStore, StoreRef } from "../store/block_store.ts";
 import { openBlocks } from "../store/blocks.ts";
@@ -29,6 +30,11 @@ import type {
 const buf = alignedBuffer(BLOCK_SIZE);
 const buf2 = alignedBuffer(BLOCK_SIZE);
 const zeros = new Uint8Array(BLOCK_SIZE);
+/**
+ * Which block after its own a Worker asks the kernel to read (A/B, cold 4 GiB incremental,
+ * 3 rounds: 0.82x the time with the 4th block hinted, warm unchanged).
+ */
+const READ_AHEAD_BLOCKS = 4;
 
 /** Descriptors and block faces, kept until the coordinator asks to close them. */
 const readFds = new Map<string, number>();
@@ -57,7 +63,13 @@ function target(path: string): PositionalWriter {
 /** The block's content: read from the source file, or the bytes sent with gaps filled. */
 async function content(m: StoreRequest, store: BlockStore): Promise<Uint8Array> {
   const c = m.content;
-  if (c.from === "file") return preadFull(readFd(c.path), buf, m.length, m.offset);
+  if (c.from === "file") {
+    const fd = readFd(c.path);
+    // The next blocks go to either Worker: have the kernel read one of them meanwhile. Each
+    // block is hinted once; hinting the whole window each time cost 2x the system time.
+    readAhead(fd, m.offset + READ_AHEAD_BLOCKS * BLOCK_SIZE, BLOCK_SIZE);
+    return preadFull(fd, buf, m.length, m.offset);
+  }
   if (c.from === "zero") return zeros.subarray(0, m.length);
   let data = c.data.subarray(0, m.length);
   const whole = c.uncovered.length === 1 && c.uncovered[0][0] === 0 &&

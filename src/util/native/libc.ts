@@ -16,6 +16,7 @@ const symbols = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   // FUSE (src/mount/): mounting, the device's requests and replies, fusermount3's fd passing.
