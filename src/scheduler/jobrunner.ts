@@ -5,6 +5,7 @@
  * past `backup-timeout` are killed; each run's outcome (failures in a row, the child's
  * error line) is kept for monitoring, and the configured callbacks run after it.
  */
+import os from "node:os";
 import { join } from "node:path";
 import { errorMessage } from "../util/errors.ts";
 import { logger, ReopeningFile } from "../util/log.ts";
@@ -636,5 +637,5 @@ export function failedCallbackInput(status: JobStatus): string {
 }
 
 function signalNumber(sig: string): number {
-  return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[sig] ?? 0;
+  return os.constants.signals[sig as NodeJS.Signals] ?? 0;
 }
