@@ -15,7 +15,16 @@ import { exists, fsyncDir, fsyncFile, removeIfExists } from "../util/fs.ts";
 import { writeAllTo } from "../util/io.ts";
 import { logger } from "../util/log.ts";
 import { formatBytes } from "../util/format.ts";
-import { closeRaw, O_EXCL, O_WRONLY, OpenError, openRaw } from "../util/native/open.ts";
+import {
+  closeRaw,
+  F_GETFL,
+  O_ACCMODE,
+  O_EXCL,
+  O_RDWR,
+  O_WRONLY,
+  OpenError,
+  openRaw,
+} from "../util/native/open.ts";
 import { tryLibc } from "../util/native/libc.ts";
 
 const log = logger("restore");
@@ -181,7 +190,6 @@ function stdoutWasClosed(): boolean {
   try {
     const out = fs.fstatSync(1);
     if (!out.isCharacterDevice() || out.rdev !== Deno.statSync("/dev/null").rdev) return false;
-    const F_GETFL = 3, O_ACCMODE = 3, O_RDWR = 2;
     const lib = tryLibc();
     return lib !== undefined && (lib.fcntl(1, F_GETFL, 0) & O_ACCMODE) === O_RDWR;
   } catch {

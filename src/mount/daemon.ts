@@ -5,12 +5,10 @@
  */
 import { BackyError } from "../util/errors.ts";
 import { libc } from "../util/native/libc.ts";
-import { closeRaw, openRaw } from "../util/native/open.ts";
+import { closeRaw, O_RDWR, openRaw } from "../util/native/open.ts";
 
 /** The line a daemon child writes when mounted. */
 export const READY_LINE = "ready";
-
-const O_RDWR = 0o2;
 
 /** In the child: tells the parent it is mounted, then points stdout and stderr at /dev/null. */
 export function announceReady(): void {

@@ -6,17 +6,20 @@
  * the wait for the next request (poll) runs on Deno's blocking pool.
  */
 import { BackyError, errorMessage } from "../util/errors.ts";
-import { libc } from "../util/native/libc.ts";
-import { closeRaw, openRaw } from "../util/native/open.ts";
+import { lastErrno, libc } from "../util/native/libc.ts";
+import {
+  closeRaw,
+  F_GETFL,
+  F_SETFD,
+  F_SETFL,
+  FD_CLOEXEC,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDWR,
+  openRaw,
+} from "../util/native/open.ts";
 import { encodeOutHeader, OUT_HEADER_SIZE } from "./protocol.ts";
 
-const O_RDWR = 0o2;
-const O_NONBLOCK = 0o4000;
-const O_CLOEXEC = 0o2000000;
-const F_SETFD = 2;
-const F_GETFL = 3;
-const F_SETFL = 4;
-const FD_CLOEXEC = 1;
 const MS_RDONLY = 1;
 const MS_NOSUID = 2;
 const MS_NODEV = 4;
@@ -51,7 +54,7 @@ const enc = new TextEncoder();
 const cstr = (s: string) => enc.encode(s + "\0");
 
 function errno(): number {
-  return new Deno.UnsafePointerView(libc("FUSE").__errno_location()!).getInt32();
+  return lastErrno(libc("FUSE"));
 }
 
 const ERRNO_TEXT: Record<number, string> = {

@@ -7,6 +7,7 @@
 import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { libc } from "../util/native/libc.ts";
+import { O_ACCMODE, O_TRUNC } from "../util/native/open.ts";
 import type { Revision } from "../repo/revision.ts";
 import type { BaseView } from "./base.ts";
 import { Gate } from "./gate.ts";
@@ -36,8 +37,6 @@ import {
   FOPEN_KEEP_CACHE,
   InitFlag,
   MODIFYING,
-  O_ACCMODE,
-  O_TRUNC,
   Op,
   type Request,
   S_IFDIR,

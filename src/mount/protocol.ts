@@ -121,12 +121,7 @@ export const DT_REG = 8;
 export const DT_LNK = 10;
 
 /** lseek whence values FUSE_LSEEK carries. */
-export const SEEK_DATA = 3;
-export const SEEK_HOLE = 4;
-
-/** open(2) flags looked at in OPEN. */
-export const O_ACCMODE = 0o3;
-export const O_TRUNC = 0o1000;
+export { SEEK_DATA, SEEK_HOLE } from "../util/native/extents.ts";
 
 export const IN_HEADER_SIZE = 40;
 export const OUT_HEADER_SIZE = 16;

@@ -15,8 +15,7 @@ import * as os from "node:os";
 import { BackyError } from "./errors.ts";
 import { alignedBuffer } from "./native/buffer.ts";
 import { libc as loadLibc } from "./native/libc.ts";
-
-const O_CLOEXEC = 0o2000000;
+import { O_CLOEXEC } from "./native/open.ts";
 const F_SETPIPE_SZ = 1031;
 
 const libc = () => loadLibc("pipes");

@@ -4,10 +4,11 @@
  * costs what its data costs, not a read of 98 GiB of zeros.
  */
 import * as fs from "node:fs";
-import { tryLibc } from "./libc.ts";
+import { lastErrno, tryLibc } from "./libc.ts";
 
-const SEEK_DATA = 3;
-const SEEK_HOLE = 4;
+/** lseek(2) whence values (Linux). */
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
 const ENXIO = 6;
 
 /**
@@ -30,7 +31,7 @@ export function dataExtents(path: string, size: number): [number, number][] | un
       const data = Number(lib.lseek(fd, BigInt(at), SEEK_DATA));
       if (data < 0) {
         // ENXIO: no data at or after `at` (a hole up to the end); anything else: unknown.
-        const errno = new Deno.UnsafePointerView(lib.__errno_location()!).getInt32();
+        const errno = lastErrno(lib);
         return errno === ENXIO ? out : undefined;
       }
       if (data >= size) break;

@@ -53,6 +53,11 @@ export function tryLibc(): Libc | undefined {
   return lib ?? undefined;
 }
 
+/** errno of the last failed call on this thread (read right after the call). */
+export function lastErrno(lib: Libc): number {
+  return new Deno.UnsafePointerView(lib.__errno_location()!).getInt32();
+}
+
 /** libc, or a BackyError saying why `what` needs it. */
 export function libc(what: string): Libc {
   const l = tryLibc();

@@ -3,10 +3,21 @@
  * (O_CREAT|O_EXCL); on a block device, O_EXCL without O_CREAT is something else: an
  * exclusive claim that fails with EBUSY while the device is mounted or claimed.
  */
-import { libc } from "./libc.ts";
+import { lastErrno, libc } from "./libc.ts";
 
+// Linux open(2) and fcntl(2) values (the same on x86-64 and arm64).
+export const O_RDONLY = 0;
 export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
+export const O_ACCMODE = 0o3;
 export const O_EXCL = 0o200;
+export const O_TRUNC = 0o1000;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const F_SETFD = 2;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const FD_CLOEXEC = 1;
 
 /** An open(2) failure with its errno name (EBUSY, ENOENT, ...). */
 export class OpenError extends Error {
@@ -32,7 +43,7 @@ export function openRaw(path: string, flags: number): number {
   const lib = libc("opening devices");
   const fd = lib.open(new TextEncoder().encode(path + "\0"), flags, 0);
   if (fd >= 0) return fd;
-  const errno = new Deno.UnsafePointerView(lib.__errno_location()!).getInt32();
+  const errno = lastErrno(lib);
   throw new OpenError(path, NAMES[errno] ?? `errno ${errno}`, errno);
 }
 

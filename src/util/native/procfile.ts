@@ -4,11 +4,7 @@
  */
 import { BackyError } from "../errors.ts";
 import { libc } from "./libc.ts";
-import { closeRaw, openRaw } from "./open.ts";
-
-const O_RDONLY = 0;
-const O_WRONLY = 1;
-const O_CLOEXEC = 0o2000000;
+import { closeRaw, O_CLOEXEC, O_RDONLY, O_WRONLY, openRaw } from "./open.ts";
 
 /** The whole text of a /proc or /sys file (e.g. /proc/self/mountinfo). */
 export function readProcFile(path: string): string {
