@@ -133,7 +133,13 @@ export async function xfsMount(
   return {
     dir,
     cleanup: async () => {
-      await sh("umount", [dir]);
+      // A process that just ended may still hold files there for a moment ("target is busy").
+      for (let tries = 0;; tries++) {
+        const um = await sh("umount", [dir]);
+        if (um.code === 0) break;
+        if (tries === 50) throw new Error(`umount ${dir} failed: ${um.err.trim()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
       await Deno.remove(base, { recursive: true });
     },
   };

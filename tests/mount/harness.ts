@@ -100,9 +100,12 @@ export async function mountDaemon(
       if ((await mountsAt(mountpoint)).length) {
         await backy(["umount", "--lazy", mountpoint]);
       }
-      await waitFor(`mount process ${pid} to end`, async () => !(await alive(pid)), 5000).catch(
-        () => Deno.kill(pid, "SIGKILL"),
-      );
+      const ended = async () => !(await alive(pid));
+      await waitFor(`mount process ${pid} to end`, ended, 5000).catch(async () => {
+        Deno.kill(pid, "SIGKILL");
+        // Until it is gone, its open files keep the job's filesystem busy.
+        await waitFor(`killed mount process ${pid} to end`, ended, 5000);
+      });
     },
   };
 }
