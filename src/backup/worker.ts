@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import { isZero, sha256 } from "../util/bytes.ts";
 import { PositionalWriter, preadFull } from "../util/directio.ts";
 import { released } from "../util/gc.ts";
-import { alignedBuffer } from "../util/native/buffer.ts";
+import { alignedBuffer, scratchBuffer } from "../util/native/buffer.ts";
 import { readAhead } from "../util/native/readahead.ts";
 import { BLOCK_SIZE, sameDigest } from "../repo/index_file.ts";
 import type { BlockStore, StoreRef } from "../store/block_store.ts";
@@ -27,9 +27,10 @@ import type {
   WorkerReply,
 } from "./protocol.ts";
 
-const buf = alignedBuffer(BLOCK_SIZE);
+/** The parent's block, for legacy cow parents without an index (source blocks: scratch). */
 const buf2 = alignedBuffer(BLOCK_SIZE);
-const zeros = new Uint8Array(BLOCK_SIZE);
+// Aligned, so that zero blocks written to a device can go out with O_DIRECT as they are.
+const zeros = alignedBuffer(BLOCK_SIZE);
 /**
  * Which block after its own a Worker asks the kernel to read (A/B, cold 4 GiB incremental,
  * 3 rounds: 0.82x the time with the 4th block hinted, warm unchanged).
@@ -68,7 +69,8 @@ async function content(m: StoreRequest, store: BlockStore): Promise<Uint8Array> 
     // The next blocks go to either Worker: have the kernel read one of them meanwhile. Each
     // block is hinted once; hinting the whole window each time cost 2x the system time.
     readAhead(fd, m.offset + READ_AHEAD_BLOCKS * BLOCK_SIZE, BLOCK_SIZE);
-    return preadFull(fd, buf, m.length, m.offset);
+    // The thread's scratch (shared with chunk decoding, never used while this block is).
+    return preadFull(fd, scratchBuffer(BLOCK_SIZE), m.length, m.offset);
   }
   if (c.from === "zero") return zeros.subarray(0, m.length);
   let data = c.data.subarray(0, m.length);
@@ -119,7 +121,55 @@ async function check(m: CheckRequest): Promise<CheckResult> {
   return await (await blocks(m.store)).check(m.offset, m.length, m.digest);
 }
 
-async function read(m: ReadRequest): Promise<ReadResult> {
+/** A result that is ready later: the Worker serves the next request meanwhile. */
+class Later<T> {
+  constructor(readonly result: Promise<T>) {}
+}
+
+/**
+ * Restores decode into two buffers in turn: while one block's write runs on the blocking
+ * pool, the next is read, decoded and hashed into the other (one Worker on its own waited
+ * for every write; A/B in docs/benchmarks.md). The first is the thread's scratch buffer
+ * (so serve() lets these writes finish before any other kind of request), the second is
+ * allocated on first use, so that backups, which never write this way, do not pay for it.
+ */
+const slots: Uint8Array[] = [];
+const slotBuffer = (s: number) =>
+  s === 0 ? scratchBuffer(BLOCK_SIZE) : (slots[s] ??= alignedBuffer(BLOCK_SIZE));
+const slotWrites: Promise<unknown>[] = [];
+let nextSlot = 0;
+/** Writes still running; close() waits for them before closing their descriptors. */
+const writes = new Set<Promise<unknown>>();
+
+function track<T>(p: Promise<T>): Promise<T> {
+  writes.add(p);
+  const done = () => writes.delete(p);
+  p.then(done, done);
+  return p;
+}
+
+async function readToTarget(
+  m: ReadRequest,
+  out: NonNullable<ReadRequest["out"]>,
+): Promise<ReadResult | Later<ReadResult>> {
+  if (m.digest === null) {
+    if (!out.writeZeros) return { zero: true };
+    const w = track(target(out.path).writeAsync(zeros.subarray(0, m.length), m.offset));
+    return new Later(w.then(() => ({ zero: true })));
+  }
+  const s = nextSlot;
+  nextSlot = (nextSlot + 1) % 2;
+  await slotWrites[s]; // its previous block has gone out (or failed, reported by its request)
+  const data = await (await blocks(m.store)).get(m.offset, m.length, m.digest, slotBuffer(s));
+  const zero = m.digest === undefined ? isZero(data) : false;
+  if (zero && !out.writeZeros) return { zero };
+  const w = track(target(out.path).writeAsync(data, m.offset));
+  slotWrites[s] = w.catch(() => {});
+  return new Later(w.then(() => ({ zero })));
+}
+
+async function read(m: ReadRequest): Promise<ReadResult | Later<ReadResult>> {
+  if (m.out) return await readToTarget(m, m.out);
   let data: Uint8Array;
   let zero: boolean;
   if (m.digest === null) {
@@ -128,10 +178,6 @@ async function read(m: ReadRequest): Promise<ReadResult> {
   } else {
     data = await (await blocks(m.store)).get(m.offset, m.length, m.digest, m.into);
     zero = m.digest === undefined ? isZero(data) : false;
-  }
-  if (m.out) {
-    if (!zero || m.out.writeZeros) target(m.out.path).write(data, m.offset);
-    return { zero };
   }
   if (zero) return { zero };
   if (m.into && m.into.length >= data.length) {
@@ -143,6 +189,7 @@ async function read(m: ReadRequest): Promise<ReadResult> {
 }
 
 async function close(): Promise<null> {
+  await Promise.allSettled(writes);
   for (const f of readFds.values()) fs.closeSync(f);
   for (const s of stores.values()) await (await s).close();
   for (const t of targets.values()) t.close();
@@ -152,7 +199,8 @@ async function close(): Promise<null> {
   return null;
 }
 
-const handlers: { [K in Op]: (req: Ops[K][0]) => Ops[K][1] | Promise<Ops[K][1]> } = {
+type Answer<T> = T | Later<T> | Promise<T | Later<T>>;
+const handlers: { [K in Op]: (req: Ops[K][0]) => Answer<Ops[K][1]> } = {
   store: storeBlock,
   check,
   read,
@@ -182,16 +230,30 @@ self.onmessage = (ev: MessageEvent<WorkerMessage>) => {
 };
 
 async function serve({ id, op, req }: WorkerMessage): Promise<void> {
-  let reply: WorkerReply;
   try {
     const handler = handlers[op] as ((r: unknown) => unknown) | undefined;
     if (!handler) throw new Error(`unknown data-path request '${op}'`);
+    // Restore writes may still be reading the scratch buffer that other requests use.
+    if (op !== "read" || !(req as ReadRequest).out) await Promise.allSettled(writes);
     const result = await handler(req);
-    self.postMessage({ id, result } satisfies WorkerReply, { transfer: transferables(result) });
-    return;
+    if (result instanceof Later) {
+      // Answered when its write is done; the next request starts now.
+      result.result.then((r) => answer(id, r), (e) => fail(id, e));
+      return;
+    }
+    answer(id, result);
   } catch (e) {
-    const err = e as Error & { code?: string };
-    reply = { id, error: err.message ?? String(e), code: err.code, name: err.name };
+    fail(id, e);
   }
-  self.postMessage(reply);
+}
+
+function answer(id: number, result: unknown): void {
+  self.postMessage({ id, result } satisfies WorkerReply, { transfer: transferables(result) });
+}
+
+function fail(id: number, e: unknown): void {
+  const err = e as Error & { code?: string };
+  self.postMessage(
+    { id, error: err.message ?? String(e), code: err.code, name: err.name } satisfies WorkerReply,
+  );
 }

@@ -13,7 +13,8 @@ import { DamagedBlockError } from "./block_store.ts";
 import { hex, sameDigest } from "../repo/index_file.ts";
 import { free, released } from "../util/gc.ts";
 import { writeFileDurably } from "../util/directio.ts";
-import { alignedBuffer } from "../util/native/buffer.ts";
+import { alignedBuffer, scratchBuffer } from "../util/native/buffer.ts";
+import { zstd, ZstdError } from "../util/native/zstd.ts";
 
 export function chunkPath(chunksDir: string, digest: Uint8Array): string {
   const h = hex(digest);
@@ -30,15 +31,7 @@ export function writeChunk(chunksDir: string, digest: Uint8Array, data: Uint8Arr
   if (fs.existsSync(path)) return 0;
   const dir = path.slice(0, path.lastIndexOf("/"));
   fs.mkdirSync(dir, { recursive: true });
-  let packed = looksIncompressible(data) ? rawFrame(data) : compress(data);
-  if (packed.buffer !== readBuf.buffer) {
-    // Into the (page-aligned) frame buffer, so the write needs no buffer of its own.
-    const fresh = packed;
-    if (readBuf.length < fresh.length + 4096) readBuf = alignedBuffer(fresh.length + 4096);
-    readBuf.set(fresh);
-    packed = readBuf.subarray(0, fresh.length);
-    free(fresh); // zstd's output: copied
-  }
+  const packed = packBlock(data);
   const tmp = join(
     dir,
     `.${path.slice(dir.length + 1)}.tmp-${Math.random().toString(36).slice(2)}`,
@@ -54,10 +47,36 @@ export function writeChunk(chunksDir: string, digest: Uint8Array, data: Uint8Arr
   return packed.length;
 }
 
+/** zstd level of the chunk format (design D3). */
+const LEVEL = 1;
+
+/**
+ * A block as a chunk's bytes: a zstd level 1 frame, or a frame of raw blocks when the block
+ * looks incompressible. In the page-aligned frame buffer, with room behind it for
+ * writeFileDurably's padding: valid until the next call (copy what you keep).
+ */
+export function packBlock(data: Uint8Array): Uint8Array {
+  if (looksIncompressible(data)) return rawFrame(data);
+  const z = zstd();
+  if (z) {
+    const bound = z.bound(data.length);
+    if (readBuf.length < bound + 4096) readBuf = alignedBuffer(bound + 4096);
+    return readBuf.subarray(0, z.compress(data, readBuf.subarray(0, bound), LEVEL));
+  }
+  const fresh = compress(data);
+  // Into the (page-aligned) frame buffer, so the write needs no buffer of its own.
+  if (readBuf.length < fresh.length + 4096) readBuf = alignedBuffer(fresh.length + 4096);
+  readBuf.set(fresh);
+  const n = fresh.length;
+  free(fresh); // zstd's output: copied (and now detached: length 0)
+  return readBuf.subarray(0, n);
+}
+
+/** node:zlib's zstd, where libzstd cannot be loaded. */
 function compress(data: Uint8Array): Uint8Array {
   const packed = zlib.zstdCompressSync(data, {
     chunkSize: ZSTD_CHUNK,
-    params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 },
+    params: { [zlib.constants.ZSTD_c_compressionLevel]: LEVEL },
   });
   // zstd's native context, which only a collection frees (the output is freed once written).
   released(ZSTD_CONTEXT);
@@ -87,13 +106,20 @@ export function looksIncompressible(data: Uint8Array): boolean {
   for (let i = 0; i < SAMPLES; i++) {
     sampleBuf.set(data.subarray(i * step, i * step + SAMPLE_SIZE), i * SAMPLE_SIZE);
   }
+  const z = zstd();
+  if (z) {
+    sampleOut ??= new Uint8Array(z.bound(sampleBuf.length));
+    return z.compress(sampleBuf, sampleOut, LEVEL) > sampleBuf.length * 0.97;
+  }
   const packed = zlib.zstdCompressSync(sampleBuf, {
-    params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 },
+    params: { [zlib.constants.ZSTD_c_compressionLevel]: LEVEL },
   });
   const incompressible = packed.length > sampleBuf.length * 0.97;
   free(packed);
   return incompressible;
 }
+
+let sampleOut: Uint8Array | undefined;
 
 /** zstd's largest block (RFC 8878: Block_Maximum_Size is at most 128 KiB). */
 const RAW_BLOCK = 128 * 1024;
@@ -133,11 +159,9 @@ export function rawFrame(data: Uint8Array): Uint8Array {
 const ZSTD_CHUNK = 4 * 1024 * 1024 + 64 * 1024;
 let readBuf = alignedBuffer(ZSTD_CHUNK);
 
-let outBuf: Uint8Array | undefined;
-
 /**
- * Incompressible blocks (most VM data that is already compressed or encrypted) come out of
- * zstd as a frame of raw blocks. Decoding those means copying their payload; doing that
+ * Without libzstd: incompressible blocks (most VM data that is already compressed or
+ * encrypted) come out of zstd as a frame of raw blocks. Decoding those means copying their payload; doing that
  * into a reused buffer (or the caller's) instead of zlib's fresh 4 MiB allocation per chunk
  * halves the cost of restores and verification here (page faults on fresh memory
  * dominate). Returns undefined for anything else (compressed blocks, several frames), which
@@ -146,25 +170,17 @@ let outBuf: Uint8Array | undefined;
 function storedFrame(
   packed: Uint8Array,
   expected: number,
-  into: Uint8Array | undefined,
+  target: Uint8Array,
 ): Uint8Array | undefined {
-  let target = into;
-  if (!target || target.length < expected) {
-    if (!outBuf || outBuf.length < expected) {
-      outBuf = alignedBuffer(Math.max(expected, ZSTD_CHUNK));
-    }
-    target = outBuf;
-  }
-  const t = target;
   let out = 0;
   const n = walkStoredFrame(packed, expected, (piece) => {
-    t.set(piece, out);
+    target.set(piece, out);
     out += piece.length;
   }, (byte, size) => {
-    t.fill(byte, out, out + size);
+    target.fill(byte, out, out + size);
     out += size;
   });
-  return n === undefined ? undefined : t.subarray(0, n);
+  return n === undefined ? undefined : target.subarray(0, n);
 }
 
 /**
@@ -272,38 +288,67 @@ export function readChunk(
   into?: Uint8Array,
 ): Uint8Array {
   const path = chunkPath(chunksDir, digest);
-  const packed = readChunkFile(path);
-  let data: Uint8Array | undefined = storedFrame(packed, length, into);
-  if (!data) {
-    let fresh: Uint8Array;
-    try {
-      fresh = zlib.zstdDecompressSync(packed, { chunkSize: ZSTD_CHUNK });
-    } catch {
-      throw new DamagedBlockError(`chunk ${path} is corrupt: cannot decompress`, path);
-    }
-    // Into the caller's buffer or ours, and zlib's 4 MiB freed at once: no garbage per chunk.
-    let target = into;
-    if (!target || target.length < fresh.length) {
-      if (!outBuf || outBuf.length < fresh.length) {
-        outBuf = alignedBuffer(Math.max(fresh.length, ZSTD_CHUNK));
-      }
-      target = outBuf;
-    }
-    target.set(fresh);
-    data = target.subarray(0, fresh.length);
-    free(fresh);
-  }
+  return unpackBlock(readChunkFile(path), digest, length, path, into);
+}
+
+/**
+ * A chunk's content (`packed`: its file's or object's bytes), proven to be `length` bytes
+ * hashing to `digest`; anything else throws DamagedBlockError naming `where`. The bytes land
+ * in `into` when given (and large enough), else in a buffer the next call reuses.
+ */
+export function unpackBlock(
+  packed: Uint8Array,
+  digest: Uint8Array,
+  length: number,
+  where: string,
+  into?: Uint8Array,
+): Uint8Array {
+  // Not the caller's: this thread's scratch buffer (util/native/buffer.ts).
+  const target = into && into.length >= length ? into : scratchBuffer(length);
+  const data = decode(packed, length, target, where);
   if (data.length !== length) {
     throw new DamagedBlockError(
-      `chunk ${path} is corrupt: ${data.length} bytes instead of ${length}`,
-      path,
+      `chunk ${where} is corrupt: ${data.length} bytes instead of ${length}`,
+      where,
     );
   }
   const sum = createHash("sha256").update(data).digest();
   if (!sameDigest(sum, digest)) {
-    throw new DamagedBlockError(`chunk ${path} is corrupt: hash mismatch`, path);
+    throw new DamagedBlockError(`chunk ${where} is corrupt: hash mismatch`, where);
   }
   return data;
+}
+
+/** Decodes a frame into `target` (at least `expected` bytes); more than that is damage. */
+function decode(
+  packed: Uint8Array,
+  expected: number,
+  target: Uint8Array,
+  where: string,
+): Uint8Array {
+  const z = zstd();
+  if (z) {
+    try {
+      return target.subarray(0, z.decompress(packed, target.subarray(0, expected)));
+    } catch (e) {
+      if (!(e instanceof ZstdError)) throw e;
+      throw new DamagedBlockError(`chunk ${where} is corrupt: cannot decompress`, where);
+    }
+  }
+  const stored = storedFrame(packed, expected, target);
+  if (stored) return stored;
+  let fresh: Uint8Array;
+  try {
+    fresh = zlib.zstdDecompressSync(packed, { chunkSize: ZSTD_CHUNK });
+  } catch {
+    throw new DamagedBlockError(`chunk ${where} is corrupt: cannot decompress`, where);
+  }
+  if (fresh.length > target.length) return fresh; // reported by the length check
+  // Into the caller's buffer or ours, and zlib's 4 MiB freed at once: no garbage per chunk.
+  target.set(fresh);
+  const n = fresh.length;
+  free(fresh);
+  return target.subarray(0, n);
 }
 
 /**

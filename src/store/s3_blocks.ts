@@ -7,14 +7,11 @@
  * reports the first failure. Reads are hash-checked. Chunks the garbage collector has
  * condemned are protected with a keep marker before they are reused.
  */
-import * as zlib from "node:zlib";
-import { createHash } from "node:crypto";
 import { BackyError } from "../util/errors.ts";
-import { released } from "../util/gc.ts";
-import { BlockIndex, hex, sameDigest } from "../repo/index_file.ts";
+import { BlockIndex, hex } from "../repo/index_file.ts";
 import type { BlockStore } from "./block_store.ts";
 import { DamagedBlockError } from "./block_store.ts";
-import { looksIncompressible, rawFrame } from "./chunkfile.ts";
+import { packBlock, unpackBlock } from "./chunkfile.ts";
 import { S3Client, type S3Endpoint } from "./s3_client.ts";
 import {
   chunkKey,
@@ -40,17 +37,9 @@ export interface S3Ref {
   uploads: number;
 }
 
-const ZSTD_CHUNK = 4 * 1024 * 1024 + 64 * 1024;
-
-/** A block as a chunk object: zstd level 1, or a raw frame when it would not compress. */
+/** A block as a chunk object (the chunk file format), in a buffer of its own. */
 export function packChunk(data: Uint8Array): Uint8Array {
-  if (looksIncompressible(data)) return rawFrame(data).slice(); // rawFrame's buffer is shared
-  const packed = zlib.zstdCompressSync(data, {
-    chunkSize: ZSTD_CHUNK,
-    params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 },
-  });
-  released(packed.length);
-  return packed;
+  return packBlock(data).slice(); // packBlock's buffer is reused by the next call
 }
 
 /** A chunk object's content, proven to be `length` bytes hashing to `digest`. */
@@ -61,27 +50,9 @@ export function unpackChunk(
   where: string,
   into?: Uint8Array,
 ): Uint8Array {
-  let data: Uint8Array;
-  try {
-    data = zlib.zstdDecompressSync(packed, { chunkSize: ZSTD_CHUNK });
-  } catch {
-    throw new DamagedBlockError(`chunk ${where} is corrupt: cannot decompress`, where);
-  }
-  released(data.length);
-  if (data.length !== length) {
-    throw new DamagedBlockError(
-      `chunk ${where} is corrupt: ${data.length} bytes instead of ${length}`,
-      where,
-    );
-  }
-  if (!sameDigest(createHash("sha256").update(data).digest(), digest)) {
-    throw new DamagedBlockError(`chunk ${where} is corrupt: hash mismatch`, where);
-  }
-  if (into && into.length >= data.length) {
-    into.set(data);
-    return into.subarray(0, data.length);
-  }
-  return data;
+  const data = unpackBlock(packed, digest, length, where, into);
+  // Without `into`, a buffer the next call reuses: the caller may keep what it gets here.
+  return into && data.buffer === into.buffer ? data : data.slice();
 }
 
 export class S3Blocks implements BlockStore {

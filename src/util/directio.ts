@@ -7,6 +7,7 @@
  */
 import * as fs from "node:fs";
 import { alignedBuffer, isPageAligned } from "./native/buffer.ts";
+import { tryLibc } from "./native/libc.ts";
 
 const ALIGN = 4096;
 const O_DIRECT = fs.constants.O_DIRECT ?? 0;
@@ -122,6 +123,24 @@ export class PositionalWriter {
     }
     this.#buffered ??= fs.openSync(this.path, "r+");
     pwriteAll(this.#buffered, data, offset);
+  }
+
+  /**
+   * Like write(), but the pwrite(2) runs on the runtime's blocking pool (libc through FFI:
+   * node:fs's callback write did not overlap with the caller's work, measured), so the
+   * calling thread can decode and hash the next block meanwhile. `data` must stay untouched
+   * until the promise settles. A failed or short call is finished synchronously, which
+   * throws with the system's error code (errno cannot be read from another thread).
+   */
+  async writeAsync(data: Uint8Array, offset: number): Promise<void> {
+    if (this.#direct === null) this.#direct = openDirect(this.path);
+    const lib = tryLibc();
+    const dfd = this.#direct;
+    const direct = dfd !== undefined && directAligned(data, offset);
+    if (!lib || (!direct && dfd !== undefined)) return this.write(data, offset);
+    const fd = direct ? dfd! : (this.#buffered ??= fs.openSync(this.path, "r+"));
+    const n = Math.max(0, Number(await lib.pwrite(fd, data, BigInt(data.length), BigInt(offset))));
+    if (n < data.length) pwriteAll(fd, data.subarray(n), offset + n);
   }
 
   /** A descriptor for other calls on the file (e.g. hole punching). */

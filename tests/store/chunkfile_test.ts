@@ -8,6 +8,7 @@ import {
   readChunk,
   writeChunk,
 } from "../../src/store/chunkfile.ts";
+import { withoutLibzstd, zstd } from "../../src/util/native/zstd.ts";
 import { randomBytes } from "../helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -21,45 +22,74 @@ function samples(): [string, Uint8Array][] {
   return [["random", random], ["half compressible", half], ["short text", text]];
 }
 
-Deno.test("chunks round-trip: raw-block frames and compressed frames decode to their bytes", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "backy-chunks-" });
-  try {
-    for (const [name, data] of samples()) {
-      const digest = sha(data);
-      const written = writeChunk(dir, digest, data);
-      const file = await Deno.readFile(chunkPath(dir, digest));
-      assertEquals(written, file.length, name);
-      // The file is a standard zstd frame (zstd -d can read it).
-      assertEquals(new Uint8Array(zlib.zstdDecompressSync(file)), data, name);
-      assertEquals(new Uint8Array(readChunk(dir, digest, data.length)), data, name);
-      assertEquals(writeChunk(dir, digest, data), 0, `${name}: second write deduplicated`);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+/** Both codecs: libzstd through FFI where it loads, node:zlib where it does not. */
+const codecs: [string, <T>(fn: () => T) => T][] = [
+  ["node:zlib", withoutLibzstd],
+  ["libzstd", (fn) => fn()],
+];
+const noLibzstd = !zstd();
 
-Deno.test("a flipped byte in a stored (raw-block) chunk is reported, never returned", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "backy-chunks-" });
-  try {
-    const data = randomBytes(4 * MiB, 9);
-    const digest = sha(data);
-    writeChunk(dir, digest, data);
-    const path = chunkPath(dir, digest);
-    const bytes = await Deno.readFile(path);
-    bytes[bytes.length - 1000] ^= 0x01;
-    await Deno.chmod(path, 0o640);
-    await Deno.writeFile(path, bytes);
-    throws(() => readChunk(dir, digest, data.length), (e: Error) => {
-      assertMatch(e.message, new RegExp(`chunk ${path} is corrupt: hash mismatch`));
-      return true;
-    });
-    await Deno.writeFile(path, bytes.subarray(0, 1000)); // truncated
-    throws(() => readChunk(dir, digest, data.length), /is corrupt/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+for (const [codec, run] of codecs) {
+  const other = codecs.find(([c]) => c !== codec)![1];
+  Deno.test({
+    name: `${codec}: chunks round-trip (raw-block and compressed frames), read by either codec`,
+    ignore: noLibzstd,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "backy-chunks-" });
+      try {
+        for (const [name, data] of samples()) {
+          const digest = sha(data);
+          const written = run(() => writeChunk(dir, digest, data));
+          const file = await Deno.readFile(chunkPath(dir, digest));
+          assertEquals(written, file.length, name);
+          // The file is a standard zstd frame (zstd -d can read it).
+          assertEquals(new Uint8Array(zlib.zstdDecompressSync(file)), data, name);
+          assertEquals(new Uint8Array(run(() => readChunk(dir, digest, data.length))), data, name);
+          assertEquals(new Uint8Array(other(() => readChunk(dir, digest, data.length))), data);
+          // Into a caller's buffer: the bytes land there.
+          const into = new Uint8Array(4 * MiB);
+          const got = run(() => readChunk(dir, digest, data.length, into));
+          assertEquals(got.buffer, into.buffer, name);
+          assertEquals(new Uint8Array(got), data, name);
+          assertEquals(run(() => writeChunk(dir, digest, data)), 0, `${name}: deduplicated`);
+        }
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+
+  Deno.test({
+    name: `${codec}: a flipped byte or a cut in a stored or compressed chunk is reported`,
+    ignore: noLibzstd,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "backy-chunks-" });
+      try {
+        for (const [name, data] of samples()) {
+          const digest = sha(data);
+          run(() => writeChunk(dir, digest, data));
+          const path = chunkPath(dir, digest);
+          const bytes = await Deno.readFile(path);
+          await Deno.chmod(path, 0o640);
+          bytes[Math.floor(bytes.length * 0.7)] ^= 0x01;
+          await Deno.writeFile(path, bytes);
+          throws(() => run(() => readChunk(dir, digest, data.length)), (e: Error) => {
+            assertMatch(e.message, new RegExp(`chunk ${path} is corrupt: `), name);
+            return true;
+          });
+          await Deno.writeFile(path, bytes.subarray(0, bytes.length >> 1)); // truncated
+          throws(() => run(() => readChunk(dir, digest, data.length)), /is corrupt/, name);
+          // A valid frame of other content, longer than the block: never more than asked for.
+          const longer = zlib.zstdCompressSync(new Uint8Array(data.length + 4096).fill(1));
+          await Deno.writeFile(path, longer);
+          throws(() => run(() => readChunk(dir, digest, data.length)), /is corrupt/, name);
+        }
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
 
 Deno.test("incompressible blocks are stored as zstd raw-block frames that zstd itself decodes", () => {
   for (const size of [4 * MiB, 4 * MiB - 1000, 128 * 1024, 1, 0]) {

@@ -22,3 +22,17 @@ export function isPageAligned(data: Uint8Array): boolean {
 function address(data: Uint8Array): number {
   return Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(data as Uint8Array<ArrayBuffer>)));
 }
+
+let scratch: Uint8Array | undefined;
+
+/**
+ * This thread's scratch buffer of at least `size` bytes, page-aligned: for data that lives
+ * within one synchronous step only (a source block on its way into the store, a chunk
+ * decoded to be hashed or copied). The data-path modules share it, so a Worker holds one
+ * such 4 MiB buffer instead of one per module; whoever uses it must be done with it
+ * before calling anything else that might.
+ */
+export function scratchBuffer(size: number): Uint8Array {
+  if (!scratch || scratch.length < size) scratch = alignedBuffer(size);
+  return scratch;
+}

@@ -14,6 +14,8 @@ const symbols = {
   close: { parameters: ["i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+  /** pwrite(2) on the blocking pool: a Worker decodes the next block while this one goes out. */
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
