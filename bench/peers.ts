@@ -28,7 +28,8 @@
  *     allocated; first backup and incrementals after rewriting 1 % of the allocated blocks.
  * Cold cache = `sync; echo 3 > /proc/sys/vm/drop_caches` (root); without root the cold rows
  * and cow are skipped. BACKY_CHECKOUT=/path picks the backy checkout to run (default: this
- * one), so one harness measures before and after. BENCH_TOOLS=backy-chunked,borg,... limits
+ * one), so one harness measures before and after; BENCH_BACKY=artifact runs it as shipped
+ * (dist/backy.js, built first) instead of from source. BENCH_TOOLS=backy-chunked,borg,... limits
  * the participants; BENCH_DIR picks the work directory (default: a new one in /var/tmp).
  */
 import { createCipheriv, createHash } from "node:crypto";
@@ -350,11 +351,21 @@ interface Tool {
 /** The V8 flags backy ships with (src/util/entry.ts V8_FLAGS), so peak RSS is what operators see. */
 const SHIPPED_V8 = "--v8-flags=--max-semi-space-size=1";
 
+/**
+ * How backy is started: from source (`deno run mod.ts` with the shipped V8 flags) or, with
+ * BENCH_BACKY=artifact, as operators run it: the offline artifact `dist/backy.js` (built by
+ * `deno task dist` in the checkout; its first line runs deno with the same flags).
+ */
+const artifact = Deno.env.get("BENCH_BACKY") === "artifact";
+
+function backyCommand(checkout: string): string {
+  return artifact
+    ? q(join(checkout, "dist", "backy.js"))
+    : `${q(Deno.execPath())} run --allow-all --quiet ${SHIPPED_V8} ${q(join(checkout, "mod.ts"))}`;
+}
+
 function backyTool(backend: "chunked" | "cow", checkout: string, base: () => string): Tool {
-  const cmd = (job: string, args: string) =>
-    `${q(Deno.execPath())} run --allow-all --quiet ${SHIPPED_V8} ${
-      q(join(checkout, "mod.ts"))
-    } -b ${q(job)} ${args}`;
+  const cmd = (job: string, args: string) => `${backyCommand(checkout)} -b ${q(job)} ${args}`;
   return {
     name: `backy ${backend}`,
     compression: backend === "chunked"
@@ -600,11 +611,10 @@ class Bench {
       else this.skipped.push("restic: the Debian package restic is missing");
     }
     // The first run of a checkout transpiles it; keep that out of the timings.
-    await sh(
-      `${q(Deno.execPath())} run --allow-all --quiet ${
-        q(join(this.cfg.checkout, "mod.ts"))
-      } --help > /dev/null`,
-    );
+    if (artifact) {
+      await sh(`cd ${q(this.cfg.checkout)} && ${q(Deno.execPath())} task dist > /dev/null 2>&1`);
+    }
+    await sh(`${backyCommand(this.cfg.checkout)} --help > /dev/null`);
   }
 
   async teardown(): Promise<void> {
@@ -803,7 +813,10 @@ function report(b: Bench, layouts: { main: Layout; sparse?: Layout }): string {
   out.push(
     `## peers benchmark of ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`,
     "",
-    `- backy: checkout ${cfg.checkout}, commit ${commit}, run from source (\`deno run\`).`,
+    `- backy: checkout ${cfg.checkout}, commit ${commit}, ` +
+      (artifact
+        ? "run as the offline artifact (`dist/backy.js`, built by `deno task dist`)."
+        : "run from source (`deno run`)."),
     `- ${cfg.rounds} round(s), interleaved, the order of participants rotating per round; ` +
       "seconds as median (min-max). Load average (1, 5, 15 min): " + b.load.join("; ") + ".",
     `- Main image: ${cfg.mainGiB} GiB raw, ${(layouts.main.allocated / MiB).toFixed(0)} MiB ` +
