@@ -7,7 +7,8 @@
  * image: first backup, incremental after 1 % of the blocks changed, restore to a file (fsync
  * incl.), restore to /dev/null. BENCH_IMAGE=random (default: every 4th block zero, the rest
  * random) or mixed (bench/peers.ts's image: 25 % zero, 40 % random, 35 % text, which zstd
- * compresses). BENCH_COLD=1 (root) empties the page cache before each step. Reports medians,
+ * compresses). BENCH_COLD=1 (root) empties the page cache before each step; BENCH_BACKY=artifact
+ * runs each checkout as shipped (dist/backy.js, built first). Reports medians,
  * min-max, new/base ratios and each scenario's peak RSS (/usr/bin/time). The physical
  * references of the same image are in bench/run.ts and bench/peers.ts.
  */
@@ -58,10 +59,15 @@ async function timed(script: string, key: string): Promise<number> {
   return s.wall;
 }
 
+/** BENCH_BACKY=artifact: each checkout as shipped (its dist/backy.js, built first). */
+const artifact = Deno.env.get("BENCH_BACKY") === "artifact";
+
 const backy = (which: keyof typeof checkouts, job: string, args: string) =>
-  `'${Deno.execPath()}' run --allow-all --quiet --v8-flags=--max-semi-space-size=1 '${
-    join(checkouts[which], "mod.ts")
-  }' -b '${job}' ${args}`;
+  artifact
+    ? `'${join(checkouts[which], "dist", "backy.js")}' -b '${job}' ${args}`
+    : `'${Deno.execPath()}' run --allow-all --quiet --v8-flags=--max-semi-space-size=1 '${
+      join(checkouts[which], "mod.ts")
+    }' -b '${job}' ${args}`;
 
 const results = new Map<string, number[]>();
 const note = (key: string, s: number) => results.set(key, [...(results.get(key) ?? []), s]);
@@ -102,6 +108,12 @@ async function backend(dir: string, name: string) {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 try {
   console.log(`compare: base ${checkouts.base}, new ${checkouts.new}`);
+  if (artifact) {
+    for (const dir of Object.values(checkouts)) {
+      await sh(`cd '${dir}' && '${Deno.execPath()}' task dist`);
+    }
+    console.log("both run as the offline artifact (dist/backy.js)");
+  }
   console.log(
     `${size / GiB} GiB ${mixed ? "mixed" : "random"} image, ${rounds} rounds, interleaved` +
       (cold ? ", cold cache" : ""),

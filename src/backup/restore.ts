@@ -11,6 +11,7 @@ import { BLOCK_SIZE, blockCount } from "../repo/index_file.ts";
 import type { JobDir } from "../repo/jobdir.ts";
 import type { Revision } from "../repo/revision.ts";
 import { type RevisionData, storeFor } from "../store/store.ts";
+import { GET_BUFFER_SIZE } from "../store/in_place.ts";
 import { Rbd } from "../sources/ceph/rbd.ts";
 import { pipeline, WorkerPool } from "./pool.ts";
 import { abortTarget, finishTarget, openTarget, type RestoreTarget } from "./target.ts";
@@ -49,13 +50,14 @@ async function streamBlocks(
   // Two blocks per Worker in flight keep both busy; each holds a 4 MiB buffer here.
   await pipeline(blockCount(data.size), pool.size * 2, (i) => {
     const req = blockRequest(data, i);
-    const into = req.digest !== null ? spare.pop() ?? alignedBuffer(BLOCK_SIZE) : undefined;
+    // With room to decode a chunk in place (no frame buffer in the Worker).
+    const into = req.digest !== null ? spare.pop() ?? alignedBuffer(GET_BUFFER_SIZE) : undefined;
     return pool.read({ ...req, into });
   }, async (i, r) => {
     const bytes = r.data ?? zeros.subarray(0, blockRequest(data, i).length);
     await write(bytes);
     progress.advance(bytes.length);
-    if (r.data) spare.push(new Uint8Array(r.data.buffer, r.data.byteOffset, BLOCK_SIZE));
+    if (r.data) spare.push(new Uint8Array(r.data.buffer, r.data.byteOffset, GET_BUFFER_SIZE));
   });
 }
 

@@ -13,7 +13,7 @@ import { alignedBuffer, scratchBuffer } from "../util/native/buffer.ts";
 import { readAhead } from "../util/native/readahead.ts";
 import { BLOCK_SIZE, sameDigest } from "../repo/index_file.ts";
 import type { BlockStore, StoreRef } from "../store/block_store.ts";
-import { openBlocks } from "../store/blocks.ts";
+import { GET_BUFFER_SIZE, openBlocks } from "../store/blocks.ts";
 import type {
   CheckRequest,
   CheckResult,
@@ -135,7 +135,7 @@ class Later<T> {
  */
 const slots: Uint8Array[] = [];
 const slotBuffer = (s: number) =>
-  s === 0 ? scratchBuffer(BLOCK_SIZE) : (slots[s] ??= alignedBuffer(BLOCK_SIZE));
+  s === 0 ? scratchBuffer(GET_BUFFER_SIZE) : (slots[s] ??= alignedBuffer(GET_BUFFER_SIZE));
 const slotWrites: Promise<unknown>[] = [];
 let nextSlot = 0;
 /** Writes still running; close() waits for them before closing their descriptors. */

@@ -11,6 +11,7 @@ import { alignedBuffer } from "../util/native/buffer.ts";
 import { BLOCK_SIZE, type BlockIndex, hex } from "../repo/index_file.ts";
 import type { RevisionData } from "../store/store.ts";
 import { DamagedBlockError } from "../store/block_store.ts";
+import { GET_BUFFER_SIZE } from "../store/in_place.ts";
 import type { WorkerPool } from "../backup/pool.ts";
 import type { BlockCache, PinnedBlock } from "./block_cache.ts";
 import { SEEK_DATA, SEEK_HOLE } from "./protocol.ts";
@@ -156,7 +157,8 @@ export class ImageReader {
         length: index.blockLength(i),
         store: ref,
         digest: index.digest(i).slice(),
-        into: spare ?? alignedBuffer(index.blockSize),
+        // Room to decode a chunk in place: the Workers then need no frame buffer of their own.
+        into: spare ?? alignedBuffer(Math.max(index.blockSize, GET_BUFFER_SIZE)),
       });
       if (!r.data) throw new BackyError(`block ${i} of ${this.id} came back empty`);
       return r.data;

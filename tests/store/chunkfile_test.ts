@@ -9,6 +9,8 @@ import {
   writeChunk,
 } from "../../src/store/chunkfile.ts";
 import { withoutLibzstd, zstd } from "../../src/util/native/zstd.ts";
+import { alignedBuffer } from "../../src/util/native/buffer.ts";
+import { inPlaceRoom } from "../../src/store/in_place.ts";
 import { randomBytes } from "../helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -121,6 +123,49 @@ Deno.test("an incompressible chunk costs its size plus frame headers, and reads 
     assertEquals(written, 4 * MiB + 9 + 3 * 32);
     assertEquals((await Deno.stat(chunkPath(dir, digest))).size, written);
     assertEquals(new Uint8Array(readChunk(dir, digest, data.length)), data);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "in place: a chunk is read and decoded inside a large enough buffer; damage still reported",
+  ignore: !zstd()?.inPlace,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "backy-chunks-" });
+  try {
+    const cases: [string, Uint8Array][] = [...samples()];
+    const text = new TextEncoder().encode("in place ".repeat(500_000)).subarray(0, 4 * MiB);
+    cases.push(["text, written by node:zlib", text]);
+    for (const [name, data] of cases) {
+      const digest = sha(data);
+      if (name.includes("node:zlib")) withoutLibzstd(() => writeChunk(dir, digest, data));
+      else writeChunk(dir, digest, data);
+      const into = alignedBuffer(inPlaceRoom(4 * MiB));
+      const got = readChunk(dir, digest, data.length, into);
+      assertEquals(got.buffer, into.buffer, name);
+      assertEquals(got.byteOffset, into.byteOffset, name);
+      assertEquals(new Uint8Array(got), data, name);
+      // The frame was read into the buffer's tail (the ordinary way writes only the block).
+      assertEquals(into.subarray(data.length).some((b) => b !== 0), true, `${name}: in place`);
+    }
+    // Damage: the in-place attempt fails, the ordinary read names it.
+    const [, data] = cases[1];
+    const path = chunkPath(dir, sha(data));
+    const bytes = await Deno.readFile(path);
+    bytes[Math.floor(bytes.length * 0.4)] ^= 0x04;
+    await Deno.chmod(path, 0o640);
+    await Deno.writeFile(path, bytes);
+    throws(
+      () => readChunk(dir, sha(data), data.length, alignedBuffer(inPlaceRoom(4 * MiB))),
+      new RegExp(`chunk ${path} is corrupt: `),
+    );
+    // A buffer one byte short of the room: the ordinary way, same bytes.
+    const [, random] = cases[0];
+    const small = alignedBuffer(inPlaceRoom(random.length) - 1);
+    const got = readChunk(dir, sha(random), random.length, small);
+    assertEquals(new Uint8Array(got), random);
+    assertEquals(small.subarray(random.length).some((b) => b !== 0), false);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -24,6 +24,7 @@ const symbols = {
   ZSTD_compressBound: { parameters: ["usize"], result: "usize" },
   ZSTD_isError: { parameters: ["usize"], result: "u32" },
   ZSTD_getErrorName: { parameters: ["usize"], result: "pointer" },
+  ZSTD_versionNumber: { parameters: [], result: "u32" },
 } as const;
 
 /** One thread's compressor and decompressor. */
@@ -37,6 +38,11 @@ export interface Zstd {
    * ZstdError for anything that is not valid zstd or would not fit into `dst`.
    */
   decompress(src: Uint8Array, dst: Uint8Array): number;
+  /**
+   * Whether decompress() may be given a frame that lies at the end of its own output buffer
+   * (zstd documents in-place decompression with ZSTD_decompressionMargin, libzstd 1.5.4).
+   */
+  inPlace: boolean;
 }
 
 /** A frame that libzstd refused (corrupt, truncated, too large for the buffer). */
@@ -69,6 +75,7 @@ function load(): Zstd | null {
     return Number(r);
   };
   return {
+    inPlace: lib.ZSTD_versionNumber() >= 10504,
     bound: (size) => Number(lib.ZSTD_compressBound(BigInt(size))),
     compress: (src, dst, level) =>
       check(
