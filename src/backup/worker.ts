@@ -138,7 +138,7 @@ const slotBuffer = (s: number) =>
   s === 0 ? scratchBuffer(GET_BUFFER_SIZE) : (slots[s] ??= alignedBuffer(GET_BUFFER_SIZE));
 const slotWrites: Promise<unknown>[] = [];
 let nextSlot = 0;
-/** Writes still running; close() waits for them before closing their descriptors. */
+/** Writes still running; serve() waits for them before any other request (close too). */
 const writes = new Set<Promise<unknown>>();
 
 function track<T>(p: Promise<T>): Promise<T> {
@@ -189,7 +189,6 @@ async function read(m: ReadRequest): Promise<ReadResult | Later<ReadResult>> {
 }
 
 async function close(): Promise<null> {
-  await Promise.allSettled(writes);
   for (const f of readFds.values()) fs.closeSync(f);
   for (const s of stores.values()) await (await s).close();
   for (const t of targets.values()) t.close();

@@ -14,7 +14,7 @@ import { hex, sameDigest } from "../repo/index_file.ts";
 import { free, released } from "../util/gc.ts";
 import { writeFileDurably } from "../util/directio.ts";
 import { alignedBuffer, isPageAligned, scratchBuffer } from "../util/native/buffer.ts";
-import { zstd, ZstdError } from "../util/native/zstd.ts";
+import { zstd, ZSTD_BLOCK_MAX, ZstdError } from "../util/native/zstd.ts";
 import { inPlaceMargin, inPlaceRoom } from "./in_place.ts";
 
 export function chunkPath(chunksDir: string, digest: Uint8Array): string {
@@ -61,16 +61,16 @@ export function packBlock(data: Uint8Array): Uint8Array {
   const z = zstd();
   if (z) {
     const bound = z.bound(data.length);
-    if (readBuf.length < bound + 4096) readBuf = alignedBuffer(bound + 4096);
-    return readBuf.subarray(0, z.compress(data, readBuf.subarray(0, bound), LEVEL));
+    const out = frameBuffer(bound + 4096);
+    return out.subarray(0, z.compress(data, out.subarray(0, bound), LEVEL));
   }
   const fresh = compress(data);
   // Into the (page-aligned) frame buffer, so the write needs no buffer of its own.
-  if (readBuf.length < fresh.length + 4096) readBuf = alignedBuffer(fresh.length + 4096);
-  readBuf.set(fresh);
+  const out = frameBuffer(fresh.length + 4096);
+  out.set(fresh);
   const n = fresh.length;
   free(fresh); // zstd's output: copied (and now detached: length 0)
-  return readBuf.subarray(0, n);
+  return out.subarray(0, n);
 }
 
 /** node:zlib's zstd, where libzstd cannot be loaded. */
@@ -122,9 +122,6 @@ export function looksIncompressible(data: Uint8Array): boolean {
 
 let sampleOut: Uint8Array | undefined;
 
-/** zstd's largest block (RFC 8878: Block_Maximum_Size is at most 128 KiB). */
-const RAW_BLOCK = 128 * 1024;
-
 /**
  * `data` as a standard zstd frame of raw (stored) blocks, as zstd itself writes
  * incompressible input: magic, a single-segment header with a 4-byte content size, then
@@ -132,20 +129,19 @@ const RAW_BLOCK = 128 * 1024;
  * buffer that is reused (valid until the next call) and written without another copy.
  */
 export function rawFrame(data: Uint8Array): Uint8Array {
-  const blocks = Math.max(1, Math.ceil(data.length / RAW_BLOCK));
+  const blocks = Math.max(1, Math.ceil(data.length / ZSTD_BLOCK_MAX));
   const size = 9 + 3 * blocks + data.length;
   // Room for writeFileDurably's padding to the next 4 KiB.
   const room = Math.ceil(size / 4096) * 4096;
   // The same buffer as chunk reads (never both within one request): one 4 MiB per Worker less.
-  if (readBuf.length < room) readBuf = alignedBuffer(room);
-  const out = readBuf;
+  const out = frameBuffer(room);
   const fh = new DataView(out.buffer, out.byteOffset, 9);
   fh.setUint32(0, 0xfd2fb528, true);
   out[4] = 0xa0; // FCS field 4 bytes, single segment, no checksum, no dictionary
   fh.setUint32(5, data.length, true);
   let pos = 9;
   for (let b = 0; b < blocks; b++) {
-    const piece = data.subarray(b * RAW_BLOCK, (b + 1) * RAW_BLOCK);
+    const piece = data.subarray(b * ZSTD_BLOCK_MAX, (b + 1) * ZSTD_BLOCK_MAX);
     const header = (piece.length << 3) | (b === blocks - 1 ? 1 : 0); // type 0 = raw
     out[pos] = header & 0xff;
     out[pos + 1] = (header >> 8) & 0xff;
@@ -159,6 +155,12 @@ export function rawFrame(data: Uint8Array): Uint8Array {
 /** One output buffer per (de)compression instead of node's default 16 KiB pieces. */
 const ZSTD_CHUNK = 4 * 1024 * 1024 + 64 * 1024;
 let readBuf = alignedBuffer(ZSTD_CHUNK);
+
+/** The frame buffer (frames being written or read), grown to at least `size` bytes. */
+function frameBuffer(size: number): Uint8Array {
+  if (readBuf.length < size) readBuf = alignedBuffer(size);
+  return readBuf;
+}
 
 /**
  * Without libzstd: incompressible blocks (most VM data that is already compressed or
@@ -253,11 +255,7 @@ function readPacked(
   try {
     const size = fs.fstatSync(fd).size;
     const want = direct ? Math.ceil(size / 4096) * 4096 : size;
-    let buf = bufferFor(want, size);
-    if (!buf) {
-      if (want > readBuf.length) readBuf = alignedBuffer(want);
-      buf = readBuf;
-    }
+    const buf = bufferFor(want, size) ?? frameBuffer(want);
     let got = 0;
     while (got < size) {
       const n = fs.readSync(fd, buf, got, want - got, got);
@@ -339,10 +337,21 @@ function readInPlace(
     throw new DamagedBlockError(`chunk ${path} is corrupt: cannot decompress`, path);
   }
   const data = into.subarray(0, n);
-  if (n !== length || !sameDigest(createHash("sha256").update(data).digest(), digest)) {
-    throw new DamagedBlockError(`chunk ${path} is corrupt`, path);
-  }
+  prove(n, length, createHash("sha256").update(data).digest(), digest, path);
   return data;
+}
+
+/** Throws DamagedBlockError unless a chunk decoded to `length` bytes hashing to `digest`. */
+function prove(n: number, length: number, sum: Uint8Array, digest: Uint8Array, where: string) {
+  if (n !== length) {
+    throw new DamagedBlockError(
+      `chunk ${where} is corrupt: ${n} bytes instead of ${length}`,
+      where,
+    );
+  }
+  if (!sameDigest(sum, digest)) {
+    throw new DamagedBlockError(`chunk ${where} is corrupt: hash mismatch`, where);
+  }
 }
 
 /**
@@ -360,16 +369,7 @@ export function unpackBlock(
   // Not the caller's: this thread's scratch buffer (util/native/buffer.ts).
   const target = into && into.length >= length ? into : scratchBuffer(length);
   const data = decode(packed, length, target, where);
-  if (data.length !== length) {
-    throw new DamagedBlockError(
-      `chunk ${where} is corrupt: ${data.length} bytes instead of ${length}`,
-      where,
-    );
-  }
-  const sum = createHash("sha256").update(data).digest();
-  if (!sameDigest(sum, digest)) {
-    throw new DamagedBlockError(`chunk ${where} is corrupt: hash mismatch`, where);
-  }
+  prove(data.length, length, createHash("sha256").update(data).digest(), digest, where);
   return data;
 }
 
@@ -421,12 +421,7 @@ export function verifyChunk(chunksDir: string, digest: Uint8Array, length: numbe
     readChunk(chunksDir, digest, length); // compressed: decompress and check
     return;
   }
-  if (n !== length) {
-    throw new DamagedBlockError(`chunk ${path} is corrupt: ${n} bytes instead of ${length}`, path);
-  }
-  if (!sameDigest(hash.digest(), digest)) {
-    throw new DamagedBlockError(`chunk ${path} is corrupt: hash mismatch`, path);
-  }
+  prove(n, length, hash.digest(), digest, path);
 }
 
 /**

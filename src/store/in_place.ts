@@ -6,9 +6,7 @@
  * it without loading the stores.
  */
 import { BLOCK_SIZE } from "../repo/index_file.ts";
-
-/** zstd's largest block: what a frame's in-place margin is counted in. */
-const ZSTD_BLOCK_MAX = 128 * 1024;
+import { ZSTD_BLOCK_MAX } from "../util/native/zstd.ts";
 
 /** zstd's ZSTD_DECOMPRESSION_MARGIN (lib/zstd.h) for `length` bytes in 128 KiB blocks. */
 export function inPlaceMargin(length: number): number {

@@ -10,6 +10,9 @@
  * and writes the same standard frames.
  */
 
+/** zstd's largest block (RFC 8878: Block_Maximum_Size is at most 128 KiB). */
+export const ZSTD_BLOCK_MAX = 128 * 1024;
+
 const symbols = {
   ZSTD_createCCtx: { parameters: [], result: "pointer" },
   ZSTD_createDCtx: { parameters: [], result: "pointer" },
