@@ -23,6 +23,7 @@
  */
 import { randomFillSync } from "node:crypto";
 import { join } from "node:path";
+import { mountXfs, type XfsMount } from "./xfs.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -184,8 +185,7 @@ const series = (what: string) => {
 const median = (what: string) => med(series(what).map((m) => m.wall));
 
 const work = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "backy-bench-ceph-" });
-let loop: string | undefined;
-let mounted: string | undefined;
+let xfs: XfsMount | undefined;
 let clusterStarted = false;
 try {
   console.error(`starting a bluestore cluster in ${CLUSTER_DIR} ...`);
@@ -203,14 +203,12 @@ try {
   const image = `${pool}/bench`;
 
   // cow wants reflink: XFS on a loop device of a sparse file on the local disk
-  const xfsImg = join(work, "xfs.img");
-  const xfsMnt = join(work, "xfs");
-  await Deno.mkdir(xfsMnt);
-  await run("truncate", ["-s", `${Math.ceil((size * 3) / GiB) + 2}G`, xfsImg]);
-  await run("mkfs.xfs", ["-q", "-m", "reflink=1", xfsImg]);
-  loop = (await run("losetup", ["--direct-io=on", "--find", "--show", xfsImg])).trim();
-  await run("mount", [loop, xfsMnt]);
-  mounted = xfsMnt;
+  xfs = await mountXfs(
+    join(work, "xfs.img"),
+    join(work, "xfs"),
+    (Math.ceil((size * 3) / GiB) + 2) * GiB,
+  );
+  const xfsMnt = xfs.dir;
 
   console.error(`writing ${size / GiB} GiB of random data ...`);
   const raw = join(work, "raw.img");
@@ -464,8 +462,7 @@ try {
   console.log("");
   table(checks);
 } finally {
-  if (mounted) await run("umount", [mounted]).catch((e) => console.error(`umount: ${e}`));
-  if (loop) await run("losetup", ["-d", loop]).catch((e) => console.error(`losetup -d: ${e}`));
+  await xfs?.unmount().catch((e) => console.error(`umount: ${e}`));
   await Deno.remove(work, { recursive: true }).catch(() => {});
   if (clusterStarted) {
     await run("bash", [clusterScript, "purge", CLUSTER_DIR]).catch((e) =>

@@ -22,6 +22,7 @@ import {
   timed as timedRss,
 } from "./peers.ts";
 import { join, resolve } from "node:path";
+import { mountXfs } from "./xfs.ts";
 
 const GiB = 1024 ** 3;
 const size = Number(Deno.env.get("BENCH_GIB") ?? "2") * GiB;
@@ -122,15 +123,15 @@ try {
   if (!backends.includes("cow")) {
     // only what was asked for
   } else if (Deno.uid() === 0) {
-    const mnt = join(work, "xfs");
-    await sh(
-      `mkdir -p '${mnt}' && truncate -s ${Math.ceil((size * 5) / GiB) + 2}G '${work}/xfs.img' && ` +
-        `mkfs.xfs -q -m reflink=1 '${work}/xfs.img' && mount -o loop '${work}/xfs.img' '${mnt}'`,
+    const xfs = await mountXfs(
+      join(work, "xfs.img"),
+      join(work, "xfs"),
+      (Math.ceil((size * 5) / GiB) + 2) * GiB,
     );
     try {
-      await backend(mnt, "cow");
+      await backend(xfs.dir, "cow");
     } finally {
-      await sh(`umount '${mnt}'`);
+      await xfs.unmount();
     }
   } else console.log("cow on XFS: ignored (needs root for a loop mount)");
   console.log(

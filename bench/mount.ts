@@ -11,6 +11,7 @@
  * peak memory (VmHWM) of each mount process and the peak RSS of each restore.
  */
 import { join } from "node:path";
+import { mountXfs } from "./xfs.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -123,9 +124,7 @@ await makeImage(src);
 const chunkedJob = join(work, "chunked");
 await run(backy("-b", chunkedJob, "init", "--backend", "chunked", "file", src));
 await run(backy("-b", chunkedJob, "backup", "daily"));
-await run(["truncate", "-s", String(Math.ceil(size * 1.3 + 400 * MiB)), xfsImg]);
-await run(["mkfs.xfs", "-q", "-m", "reflink=1", xfsImg]);
-await run(["mount", "-o", "loop", xfsImg, xfsDir]);
+const xfs = await mountXfs(xfsImg, xfsDir, Math.ceil(size * 1.3 + 400 * MiB));
 try {
   const cowJob = join(xfsDir, "cow");
   await run(backy("-b", cowJob, "init", "--backend", "cow", "file", src));
@@ -176,6 +175,6 @@ try {
   console.log(lines.join("\n"));
 } finally {
   await run(["umount", mp], { ok: false });
-  await run(["umount", xfsDir], { ok: false });
+  await xfs.unmount().catch((e) => console.error(`umount: ${e}`));
   if (!Deno.env.get("BENCH_DIR")) await Deno.remove(work, { recursive: true });
 }

@@ -35,6 +35,7 @@
 import { createCipheriv, createHash } from "node:crypto";
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
+import { mountXfs, type XfsMount } from "./xfs.ts";
 
 /** Bytes in a MiB. */
 export const MiB = 1024 ** 2;
@@ -544,7 +545,7 @@ class Bench {
   readonly tools: Tool[] = [];
   readonly skipped: string[] = [];
   readonly load: string[] = [];
-  xfs: string | undefined;
+  xfs: XfsMount | undefined;
 
   constructor(readonly cfg: Config) {
     this.timeFile = join(cfg.work, "time.out");
@@ -592,14 +593,13 @@ class Bench {
       if (!isRoot) this.skipped.push("backy cow: needs root for an XFS loop mount with reflink");
       else {
         const maxGiB = Math.max(this.cfg.mainGiB, ...this.cfg.sweep, this.cfg.sparse?.gib ?? 0);
-        const img = join(work, "xfs.img");
-        const mnt = join(work, "xfs");
-        await sh(
-          `mkdir -p ${q(mnt)} && truncate -s ${Math.ceil(maxGiB * 1.6) + 2}G ${q(img)} && ` +
-            `mkfs.xfs -q -m reflink=1 ${q(img)} && mount -o loop ${q(img)} ${q(mnt)}`,
+        const xfs = await mountXfs(
+          join(work, "xfs.img"),
+          join(work, "xfs"),
+          (Math.ceil(maxGiB * 1.6) + 2) * GiB,
         );
-        this.xfs = mnt;
-        this.tools.push(backyTool("cow", this.cfg.checkout, () => mnt));
+        this.xfs = xfs;
+        this.tools.push(backyTool("cow", this.cfg.checkout, () => xfs.dir));
       }
     }
     if (want("borg")) {
@@ -619,7 +619,7 @@ class Bench {
 
   async teardown(): Promise<void> {
     if (this.xfs) {
-      await sh(`umount ${q(this.xfs)}`).catch((e) => log(`umount failed: ${e.message}`));
+      await this.xfs.unmount().catch((e) => log(`umount failed: ${e.message}`));
       this.xfs = undefined;
     }
   }

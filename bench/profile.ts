@@ -3,7 +3,7 @@
  *   deno run --allow-all bench/profile.ts
  * A BENCH_GIB (default 4) GiB mixed image (bench/peers.ts: 25 % holes, 40 % random, 35 %
  * text), one job per backend (PROFILE_BACKENDS, default chunked,cow; cow needs root for its
- * XFS loop mount), a first backup, then per case (cold cache as root, warm cache) 1 % of
+ * XFS loop mount, bench/xfs.ts), a first backup, then per case (cold cache as root, warm cache) 1 % of
  * the blocks rewritten and one incremental `backy backup` that is watched:
  *   - phases from backy's own log lines (start-up until "Creating revision", copy until
  *     "Data copied", verification until "Backup complete", then the exit),
@@ -16,6 +16,8 @@
  *     kernel, by the system call or fault they serve. The deno binary is stripped: its
  *     SHA-256 code is recognised by the `sha256rnds2` instructions around the sample.
  * PROFILE_IMAGE=sparse uses bench/peers.ts's sparse image instead (200 MiB allocated).
+ * BENCH_BACKY=artifact profiles backy as shipped (the checkout's dist/backy.js, built first).
+ * Each report ends with a timeline: every log line backy printed, in seconds after the spawn.
  * BACKY_CHECKOUT=/path profiles another checkout. BENCH_DIR keeps the work files.
  */
 import * as fs from "node:fs";
@@ -33,6 +35,7 @@ import {
   sh,
   sparseLayout,
 } from "./peers.ts";
+import { mountXfs, type XfsMount } from "./xfs.ts";
 
 const gib = Number(Deno.env.get("BENCH_GIB") ?? "4");
 const backends = (Deno.env.get("PROFILE_BACKENDS") ?? "chunked,cow").split(",");
@@ -40,6 +43,11 @@ const sparse = Deno.env.get("PROFILE_IMAGE") === "sparse";
 const checkout = resolve(
   Deno.env.get("BACKY_CHECKOUT") ?? new URL("..", import.meta.url).pathname,
 );
+const artifact = Deno.env.get("BENCH_BACKY") === "artifact";
+/** What `deno run` runs: the checkout's source, or its artifact with the artifact's own flags. */
+const program = artifact
+  ? ["--no-config", "--no-lock", "--no-remote", "--no-npm", join(checkout, "dist", "backy.js")]
+  : [join(checkout, "mod.ts")];
 const work = Deno.env.get("BENCH_DIR") ??
   await Deno.makeTempDir({ dir: "/var/tmp", prefix: "backy-profile-" });
 const CLK_TCK = 100;
@@ -61,6 +69,8 @@ type Phase = typeof PHASES[number];
 /** Phase boundaries (monotonic seconds) from the log lines of one backup. */
 interface Marks {
   spawn: number;
+  /** Every log line, with its arrival in monotonic seconds. */
+  lines: [number, string][];
   creating?: number;
   copied?: number;
   complete?: number;
@@ -179,7 +189,7 @@ async function watchBackup(job: string, perfData?: string): Promise<Watched> {
     "--allow-all",
     "--quiet",
     "--v8-flags=--trace-gc,--perf-basic-prof,--max-semi-space-size=1",
-    join(checkout, "mod.ts"),
+    ...program,
     "-b",
     job,
     "backup",
@@ -203,7 +213,7 @@ async function watchBackup(job: string, perfData?: string): Promise<Watched> {
     ]
     : [Deno.execPath(), ...denoArgs];
   await sh("sync");
-  const marks: Marks = { spawn: monotonic() };
+  const marks: Marks = { spawn: monotonic(), lines: [] };
   const child = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
     cwd: work, // V8 writes isolate-*.log files into the current directory
@@ -224,6 +234,7 @@ async function watchBackup(job: string, perfData?: string): Promise<Watched> {
       rest = lines.pop()!;
       for (const line of lines) {
         // V8's GC trace shares stdout and may end up on the same line as a log message.
+        if (!gcLine.test(line) && line.trim()) marks.lines.push([now, line.trim()]);
         if (line.includes("Creating revision")) marks.creating ??= now;
         if (line.includes("Data copied")) marks.copied ??= now;
         if (line.includes("Backup complete")) marks.complete ??= now;
@@ -460,19 +471,25 @@ function report(title: string, w: Watched, perf?: Map<string, number>): string {
       "",
     );
   }
+  out.push("Timeline (seconds after the spawn, log lines as they arrived):", "", "```");
+  for (const [t, line] of w.marks.lines) {
+    out.push(`${(t - w.marks.spawn).toFixed(3).padStart(7)}  ${line.slice(0, 150)}`);
+  }
+  out.push(`${((w.marks.exit ?? 0) - w.marks.spawn).toFixed(3).padStart(7)}  (exit)`, "```", "");
   return out.join("\n");
 }
 
 const backy = (job: string, args: string) =>
   `${q(Deno.execPath())} run --allow-all --quiet --v8-flags=--max-semi-space-size=1 ${
-    q(join(checkout, "mod.ts"))
+    program.map(q).join(" ")
   } -b ${q(job)} ${args}`;
 
 const havePerf = Deno.env.get("PROFILE_PERF") !== "0" &&
   (await new Deno.Command("bash", { args: ["-c", "command -v perf"], stdout: "null" }).output())
     .success;
-let mounted: string | undefined;
+let mounted: XfsMount | undefined;
 try {
+  if (artifact) await sh(`cd ${q(checkout)} && ${q(Deno.execPath())} task dist > /dev/null`);
   const layout = sparse ? sparseLayout(gib * GiB, 200 * MiB) : mixedLayout(gib * GiB);
   const image = join(work, "image.raw");
   makeImage(image, layout);
@@ -499,15 +516,8 @@ try {
         console.log("cow: skipped (needs root for an XFS loop mount)\n");
         continue;
       }
-      dir = join(work, "xfs");
-      await sh(
-        `mkdir -p ${q(dir)} && truncate -s ${Math.ceil(gib * 3) + 2}G ${
-          q(join(work, "xfs.img"))
-        } && mkfs.xfs -q -m reflink=1 ${q(join(work, "xfs.img"))} && mount -o loop ${
-          q(join(work, "xfs.img"))
-        } ${q(dir)}`,
-      );
-      mounted = dir;
+      mounted = await mountXfs(join(work, "xfs.img"), join(work, "xfs"), (gib * 3 + 2) * GiB);
+      dir = mounted.dir;
     }
     const job = join(dir, `job-${backend}`);
     await sh(`${backy(job, `init --backend ${backend} file ${q(image)}`)} > /dev/null`);
@@ -524,12 +534,10 @@ try {
       console.log(report(`${backend}, ${cold ? "cold" : "warm"} cache`, w, perf));
     }
     await sh(`rm -rf ${q(job)}`);
-    if (mounted) {
-      await sh(`umount ${q(mounted)} && rm -f ${q(join(work, "xfs.img"))}`);
-      mounted = undefined;
-    }
+    await mounted?.unmount();
+    mounted = undefined;
   }
 } finally {
-  if (mounted) await sh(`umount ${q(mounted)}`).catch(() => {});
+  await mounted?.unmount().catch(() => {});
   if (!Deno.env.get("BENCH_DIR")) await Deno.remove(work, { recursive: true });
 }

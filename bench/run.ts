@@ -8,6 +8,7 @@
  */
 import { changeOnePercent, makeImage } from "./images.ts";
 import { join } from "node:path";
+import { mountXfs } from "./xfs.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -125,11 +126,7 @@ await benchBackend(work, "chunked", image, ref);
 if (Deno.uid() === 0) {
   const xfsImg = join(work, "xfs.img");
   const mnt = join(work, "xfs");
-  await sh(
-    `mkdir -p ${mnt} && truncate -s ${
-      Math.ceil(size * 3 / GiB) + 2
-    }G ${xfsImg} && mkfs.xfs -q -m reflink=1 ${xfsImg} && mount -o loop ${xfsImg} ${mnt}`,
-  );
+  const xfs = await mountXfs(xfsImg, mnt, (Math.ceil(size * 3 / GiB) + 2) * GiB);
   try {
     const xfsImage = join(mnt, "image.raw");
     await sh(`cp --sparse=always ${image} ${xfsImage} && sync`);
@@ -137,7 +134,7 @@ if (Deno.uid() === 0) {
     const xref = await references(xfsImage, mnt);
     await benchBackend(mnt, "cow", xfsImage, xref);
   } finally {
-    await sh(`umount ${mnt}; rm -f ${xfsImg}`);
+    await xfs.unmount();
   }
 } else {
   console.log("cow on XFS: ignored (needs root for a loop-mounted XFS filesystem)");

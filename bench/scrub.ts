@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import { makeImage } from "./images.ts";
+import { mountXfs } from "./xfs.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -73,19 +74,16 @@ const note = (name: string, r: Run) => (results[name] ??= []).push(r);
 try {
   const image = join(work, "image.raw");
   await makeImage(image, size);
-  const dirs: { backend: string; dir: string; cleanup?: string }[] = [
+  const dirs: { backend: string; dir: string; cleanup?: () => Promise<void> }[] = [
     { backend: "chunked", dir: work },
   ];
   if (isRoot) {
-    const loop = join(work, "xfs.img");
-    const mnt = join(work, "xfs");
-    await sh(
-      `truncate -s ${
-        Math.ceil((size * 1.5) / GiB) + 1
-      }G '${loop}' && mkfs.xfs -q -m reflink=1 '${loop}'` +
-        ` && mkdir '${mnt}' && mount -o loop '${loop}' '${mnt}'`,
+    const xfs = await mountXfs(
+      join(work, "xfs.img"),
+      join(work, "xfs"),
+      (Math.ceil((size * 1.5) / GiB) + 1) * GiB,
     );
-    dirs.push({ backend: "cow", dir: mnt, cleanup: `umount '${mnt}'` });
+    dirs.push({ backend: "cow", dir: xfs.dir, cleanup: () => xfs.unmount() });
   }
   const jobs = [];
   for (const d of dirs) jobs.push({ ...d, job: await makeJob(d.dir, d.backend, image) });
@@ -154,7 +152,7 @@ try {
       } | ${vsCat} | ${readMiB.toFixed(0)} | ${median(runs.map((x) => x.rssMiB)).toFixed(0)} |`,
     );
   }
-  for (const { cleanup } of dirs) if (cleanup) await sh(cleanup);
+  for (const { cleanup } of dirs) if (cleanup) await cleanup();
 } finally {
   await Deno.remove(work, { recursive: true }).catch(() => {});
 }
