@@ -9,7 +9,7 @@
  * unreachable. Prints what it built.
  */
 import { join } from "node:path";
-import { PERMISSIONS, RUN_FLAGS, V8_FLAGS } from "./src/util/entry.ts";
+import { PERMISSIONS, RUN_FLAGS, V8_FLAGS, WORKER_BUNDLE_GLOBAL } from "./src/util/entry.ts";
 
 const root = new URL(".", import.meta.url).pathname;
 // `--out DIR` (tests build into a temporary directory); default dist/.
@@ -31,20 +31,30 @@ function reason(err: string): string {
   return lines.find((l) => /error sending request/.test(l)) ?? lines.find((l) => l) ?? "";
 }
 
+/** Bundles one entry module into `output`, or exits with deno's message. */
+async function bundleModule(entry: string, output: string): Promise<string> {
+  const b = await run(["bundle", "--quiet", "--platform", "deno", "--output", output, entry]);
+  if (!b.ok) {
+    console.error(`dist: deno bundle ${entry} failed:\n${b.err}`);
+    Deno.exit(1);
+  }
+  const code = await Deno.readTextFile(output);
+  await Deno.remove(output);
+  return code;
+}
+
 await Deno.mkdir(out, { recursive: true });
 const tmp = `${bundle}.tmp`;
-const b = await run(["bundle", "--quiet", "--platform", "deno", "--output", tmp, "mod.ts"]);
-if (!b.ok) {
-  console.error(`dist: deno bundle failed:\n${b.err}`);
-  Deno.exit(1);
-}
+// The data-path Worker's own bundle, carried inside the artifact (src/util/entry.ts).
+const workerCode = await bundleModule("src/backup/worker.ts", tmp);
+const code = await bundleModule("mod.ts", tmp);
 // `env -S` splits the flags (coreutils 8.30+); `deno run dist/backy.js` works as well.
 const shebang = `#!/usr/bin/env -S deno run ${RUN_FLAGS.join(" ")}\n`;
 // npm packages shipped as CommonJS (yaml) require() Node's built-ins; the bundler keeps those
 // calls, which need a `require` in scope (declared first: the bundler's shim tests for it).
 const prelude = 'import { createRequire as __backyRequire } from "node:module";\n' +
-  "const require = __backyRequire(import.meta.url);\n";
-const code = await Deno.readTextFile(tmp);
+  "const require = __backyRequire(import.meta.url);\n" +
+  `globalThis.${WORKER_BUNDLE_GLOBAL} = ${JSON.stringify(workerCode.replace(/^#!.*\n/, ""))};\n`;
 await Deno.writeTextFile(tmp, shebang + prelude + code.replace(/^#!.*\n/, ""));
 await Deno.chmod(tmp, 0o755);
 await Deno.rename(tmp, bundle);

@@ -107,6 +107,13 @@ Deno.test("the artifact runs offline with only deno: backup, status, restore, sc
           /^#!\/usr\/bin\/env -S deno run --no-config .*--allow-all --v8-flags=--max-semi-space-size=1$/,
         );
         assert(((await Deno.stat(a.artifact)).mode! & 0o111) !== 0, "executable");
+        // It carries the data-path Worker's own bundle, which its Workers start from.
+        const carried = (await Deno.readTextFile(a.artifact)).split("\n", 4)[3];
+        const prefix = "globalThis.__backyWorkerBundle = ";
+        assert(carried.startsWith(prefix), carried.slice(0, 80));
+        const workerCode = JSON.parse(carried.slice(prefix.length).replace(/;$/, "")) as string;
+        assertMatch(workerCode, /self\.postMessage\(\{\s*ready: true\s*\}\)/);
+        assert(!workerCode.includes("commander"), "the Worker bundle leaves the CLI out");
         const v = await a.run(["--version"]);
         ok(v, "--version");
         assertEquals(v.stdout, "3.0.0\n");
