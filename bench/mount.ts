@@ -2,6 +2,7 @@
  * Sequential reads through `backy mount` (issue 13), against the other ways to get a
  * revision's bytes, in one run, interleaved, medians of 3 (root: FUSE and an XFS loop):
  *   deno run --allow-all bench/mount.ts          # 2 GiB image (BENCH_GIB=N to change)
+ * BENCH_BACKY=artifact runs backy as shipped (dist/backy.js, built first) instead of mod.ts.
  * Image: 25 % zero blocks, 50 % random (incompressible), 25 % text-like (compressible).
  * Per round: `backy restore -r last - > /dev/null` and `dd if=MOUNT/last bs=4M` for a chunked
  * job (ext4) and a cow job (XFS with reflink), and `cat` of the cow image file. Every read
@@ -37,9 +38,12 @@ async function run(cmd: string[], opts: { ok?: boolean } = {}): Promise<string> 
   return dec.decode(r.stdout);
 }
 
-const backy = (
-  ...args: string[]
-) => [Deno.execPath(), "run", "--allow-all", "--quiet", mod, ...args];
+/** BENCH_BACKY=artifact: backy as shipped, the checkout's dist/backy.js (built first). */
+const artifact = Deno.env.get("BENCH_BACKY") === "artifact";
+const backy = (...args: string[]) =>
+  artifact
+    ? [join(mod, "..", "dist", "backy.js"), ...args]
+    : [Deno.execPath(), "run", "--allow-all", "--quiet", mod, ...args];
 
 /** Seconds a shell command line takes, and its peak RSS in KiB (GNU time). */
 async function timed(script: string): Promise<{ seconds: number; rssKiB: number }> {
@@ -121,6 +125,7 @@ await Deno.mkdir(xfsDir, { recursive: true });
 await Deno.mkdir(mp, { recursive: true });
 console.error(`bench/mount.ts: ${size / GiB} GiB image in ${work}`);
 await makeImage(src);
+if (artifact) await run([Deno.execPath(), "task", "--cwd", join(mod, ".."), "dist"]);
 const chunkedJob = join(work, "chunked");
 await run(backy("-b", chunkedJob, "init", "--backend", "chunked", "file", src));
 await run(backy("-b", chunkedJob, "backup", "daily"));

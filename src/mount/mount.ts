@@ -29,8 +29,12 @@ import { BlockSource } from "./reader.ts";
 
 const log = logger("mount");
 
-/** Blocks (4 MiB each) the cache keeps: bounded memory whatever is read. */
-export const CACHE_BLOCKS = 8;
+/**
+ * Blocks (4 MiB each) the cache keeps: bounded memory whatever is read. Five hold a sequential
+ * reader's current block and the two per Worker loaded ahead: as fast as eight, and the mount
+ * stays under 128 MiB (docs/benchmarks.md).
+ */
+export const CACHE_BLOCKS = 5;
 
 export interface MountOptions {
   /** The job directory, or with `all` the base directory. */
