@@ -418,7 +418,9 @@ export function verifyChunk(chunksDir: string, digest: Uint8Array, length: numbe
     hash.update(new Uint8Array(size).fill(byte));
   });
   if (n === undefined) {
-    readChunk(chunksDir, digest, length); // compressed: decompress and check
+    // Compressed: decoded from the bytes just read (reading the file again cost a second read
+    // of every compressed chunk: 547 of 2739 MiB in a 4 GiB backup's read-back).
+    unpackBlock(packed, digest, length, path);
     return;
   }
   prove(n, length, hash.digest(), digest, path);

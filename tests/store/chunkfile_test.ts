@@ -6,6 +6,7 @@ import {
   looksIncompressible,
   rawFrame,
   readChunk,
+  verifyChunk,
   writeChunk,
 } from "../../src/store/chunkfile.ts";
 import { withoutLibzstd, zstd } from "../../src/util/native/zstd.ts";
@@ -54,6 +55,8 @@ for (const [codec, run] of codecs) {
           assertEquals(got.buffer, into.buffer, name);
           assertEquals(new Uint8Array(got), data, name);
           assertEquals(run(() => writeChunk(dir, digest, data)), 0, `${name}: deduplicated`);
+          run(() => verifyChunk(dir, digest, data.length)); // proven without a throw
+          other(() => verifyChunk(dir, digest, data.length));
         }
       } finally {
         await Deno.remove(dir, { recursive: true });
@@ -75,16 +78,21 @@ for (const [codec, run] of codecs) {
           await Deno.chmod(path, 0o640);
           bytes[Math.floor(bytes.length * 0.7)] ^= 0x01;
           await Deno.writeFile(path, bytes);
-          throws(() => run(() => readChunk(dir, digest, data.length)), (e: Error) => {
-            assertMatch(e.message, new RegExp(`chunk ${path} is corrupt: `), name);
-            return true;
-          });
+          // Verification (backups' read-back, verify, scrub) sees the same damage.
+          for (const read of [readChunk, verifyChunk]) {
+            throws(() => run(() => read(dir, digest, data.length)), (e: Error) => {
+              assertMatch(e.message, new RegExp(`chunk ${path} is corrupt: `), name);
+              return true;
+            });
+          }
           await Deno.writeFile(path, bytes.subarray(0, bytes.length >> 1)); // truncated
           throws(() => run(() => readChunk(dir, digest, data.length)), /is corrupt/, name);
+          throws(() => run(() => verifyChunk(dir, digest, data.length)), /is corrupt/, name);
           // A valid frame of other content, longer than the block: never more than asked for.
           const longer = zlib.zstdCompressSync(new Uint8Array(data.length + 4096).fill(1));
           await Deno.writeFile(path, longer);
           throws(() => run(() => readChunk(dir, digest, data.length)), /is corrupt/, name);
+          throws(() => run(() => verifyChunk(dir, digest, data.length)), /is corrupt/, name);
         }
       } finally {
         await Deno.remove(dir, { recursive: true });
