@@ -16,7 +16,7 @@ let bundleUrl: string | undefined;
 /** Starts one data-path Worker (worker.ts). */
 export function newDataWorker(): Worker {
   const code = embeddedWorkerBundle();
-  // A Worker of the whole artifact parses all of it and costs 3-4 MiB more (docs/benchmarks.md).
+  // A Worker of the whole artifact parses all of it and costs 2-4 MiB more (docs/benchmarks.md).
   if (code !== undefined) {
     bundleUrl ??= URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
   }
