@@ -13,7 +13,8 @@ import { alignedBuffer, scratchBuffer } from "../util/native/buffer.ts";
 import { readAhead } from "../util/native/readahead.ts";
 import { BLOCK_SIZE, sameDigest } from "../repo/index_file.ts";
 import type { BlockStore, StoreRef } from "../store/block_store.ts";
-import { GET_BUFFER_SIZE, openBlocks } from "../store/blocks.ts";
+import { openBlocks } from "../store/blocks.ts";
+import { GET_BUFFER_SIZE } from "../store/in_place.ts";
 import type {
   CheckRequest,
   CheckResult,

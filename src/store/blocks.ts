@@ -2,7 +2,6 @@
 import type { BlockStore, StoreRef } from "./block_store.ts";
 import { CowBlocks } from "./cow_blocks.ts";
 import { ChunkedBlocks } from "./chunked_blocks.ts";
-export { GET_BUFFER_SIZE } from "./in_place.ts";
 
 /**
  * The block face for `ref` (one instance per Worker and ref, kept while the Worker runs).
